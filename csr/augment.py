@@ -1,0 +1,293 @@
+"""Batch-split mixing: the contrastive front end's augmentation (paper section 2.2, Algorithm 1).
+
+One training step concatenates the labeled and unlabeled mini-batches, shuffles the rows, splits
+them into halves s1 and s2 and builds the augmented views
+
+    s1~ = Mixing(s1, s2),  s2~ = Mixing(s2, s1)
+    Mixing(a, b) = mix(mix(offset(a), offset(b), SNR ~ U[mix_snr_db]), noise, SNR ~ U[noise_snr_db])
+
+row by row (row i of s1 is mixed with row i of s2), where ``noise`` is unit-RMS noise of a colour
+drawn per row (csr.noise) and both SNRs are exact per row. The anchor ``offset(a)`` keeps its own
+level: only the partner and the noise are scaled, so the augmented view is not re-normalised.
+
+All randomness comes from stateless ops keyed by one seed, so the whole function runs inside a
+``tf.data`` map or a ``tf.function`` and is reproducible. ``python -m csr.augment --demo OUT_DIR``
+writes original/augmented WAV pairs and their log-mel spectrograms for a listening check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import tensorflow as tf
+
+from csr.config import MIX_SNR_DB, NOISE_COLORS, NOISE_SNR_DB
+from csr.noise import COLORS, colored_noise_batch, make_seed
+
+# Mean-square power below which a waveform counts as digital silence (-120 dB re RMS 1; clips are
+# RMS-normalised to 1, and 16-bit audio's quantisation floor is about -101 dB). A silent partner gets
+# gain 0 instead of an astronomically large (or infinite) one; normal signals are untouched, so
+# their SNR stays exact.
+SILENCE_POWER = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Knobs of batch_split_mix; the defaults are the paper's method.
+
+    mixing=False is the -Mixing ablation (augmented view = time offset only: no partner, no noise);
+    use_unlabeled=False is the -Unlabeled ablation (contrastive batch = labeled batch alone).
+    noise / offset switch those two parts off individually (for tests and further ablations).
+    """
+
+    mix_snr_db: tuple = MIX_SNR_DB
+    noise_snr_db: tuple = NOISE_SNR_DB
+    colors: tuple = NOISE_COLORS
+    mixing: bool = True
+    noise: bool = True
+    offset: bool = True
+    use_unlabeled: bool = True
+
+    def __post_init__(self):
+        for name in ("mix_snr_db", "noise_snr_db"):
+            value = getattr(self, name)
+            if len(value) != 2 or not float(value[0]) <= float(value[1]):
+                raise ValueError(f"AugmentConfig.{name} must be (low, high) with low <= high, got {value!r}")
+            object.__setattr__(self, name, (float(value[0]), float(value[1])))
+        colors = tuple(self.colors)
+        unknown = [c for c in colors if c not in COLORS]
+        if not colors or unknown:
+            raise ValueError(f"AugmentConfig.colors must be a non-empty subset of {COLORS}, got {self.colors!r}")
+        object.__setattr__(self, "colors", colors)
+
+
+def _power(x: tf.Tensor) -> tf.Tensor:
+    """Mean-square power over the last axis, keeping it (broadcasts against x)."""
+    return tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
+
+
+@tf.autograph.experimental.do_not_convert  # plain graph code; skips AutoGraph's slow rewrite
+def mix(signal, other, snr_db) -> tf.Tensor:
+    """signal + g * other with g chosen so 10 log10(P(signal) / P(g * other)) == snr_db exactly.
+
+    Inputs (n,) or (batch, n); snr_db scalar or (batch,). A silent ``other`` (power below
+    SILENCE_POWER) gives g = 0, and so does a silent ``signal`` (no finite gain realises an SNR
+    against silence): the result is then ``signal`` itself, never NaN or inf.
+    """
+    signal = tf.convert_to_tensor(signal, tf.float32)
+    other = tf.convert_to_tensor(other, tf.float32)
+    snr_db = tf.convert_to_tensor(snr_db, tf.float32)
+    if snr_db.shape.rank is not None and snr_db.shape.rank >= 1:
+        snr_db = snr_db[..., tf.newaxis]
+    p_signal, p_other = _power(signal), _power(other)
+    audible = p_other > SILENCE_POWER
+    ratio = p_signal / (tf.where(audible, p_other, 1.0) * tf.pow(10.0, snr_db / 10.0))
+    gain = tf.where(audible, tf.sqrt(ratio), 0.0)
+    return signal + gain * other
+
+
+@tf.autograph.experimental.do_not_convert  # plain graph code; skips AutoGraph's slow rewrite
+def random_offset(x, seed, return_shift: bool = False):
+    """Circular time shift by U{0..n-1} samples, drawn per row for (batch, n) input.
+
+    Circular (tf.roll semantics, out[t] = x[(t - shift) mod n]) rather than shift-and-pad: the clip
+    keeps all of its event content and gains no artificial silence, and the shift is a pure
+    rotation (same samples, same energy). With return_shift=True also returns the int32 shifts.
+    """
+    x = tf.convert_to_tensor(x, tf.float32)
+    if x.shape.rank not in (1, 2):
+        raise ValueError(f"random_offset expects (n,) or (batch, n) input, got shape {x.shape}")
+    rows = x if x.shape.rank == 2 else x[tf.newaxis]
+    batch, n = tf.shape(rows)[0], tf.shape(rows)[1]
+    shift = tf.random.stateless_uniform([batch], seed=make_seed(seed), minval=0, maxval=n,
+                                        dtype=tf.int32)
+    source = tf.math.floormod(tf.range(n)[tf.newaxis, :] - shift[:, tf.newaxis], n)
+    out = tf.gather(rows, source, batch_dims=1)
+    if x.shape.rank == 1:
+        out, shift = out[0], shift[0]
+    return (out, shift) if return_shift else out
+
+
+def _uniform(seed, batch, bounds):
+    return tf.random.stateless_uniform([batch], seed=seed, minval=bounds[0], maxval=bounds[1])
+
+
+@tf.autograph.experimental.do_not_convert  # plain graph code; skips AutoGraph's slow rewrite
+def _mixing(a, b, config: AugmentConfig, seeds) -> tf.Tensor:
+    """Algorithm 1's Mixing(a, b, noise, SNR) for rows paired by position; seeds: (5, 2)."""
+    batch = tf.shape(a)[0]
+    view = random_offset(a, seeds[0]) if config.offset else a
+    if not config.mixing:
+        return view
+    partner = random_offset(b, seeds[1]) if config.offset else b
+    view = mix(view, partner, _uniform(seeds[2], batch, config.mix_snr_db))
+    if not config.noise:
+        return view
+    palette = tf.constant([COLORS.index(c) for c in config.colors], tf.int32)
+    pick = tf.random.stateless_uniform([batch], seed=seeds[3], minval=0, maxval=len(config.colors),
+                                       dtype=tf.int32)
+    noise_seeds = tf.random.experimental.stateless_split(seeds[4], num=2)
+    num_samples = a.shape[1] if a.shape[1] is not None else tf.shape(a)[1]
+    noise = colored_noise_batch(tf.gather(palette, pick), num_samples, noise_seeds[0])
+    return mix(view, noise, _uniform(noise_seeds[1], batch, config.noise_snr_db))
+
+
+@tf.autograph.experimental.do_not_convert  # plain graph code; skips AutoGraph's slow rewrite
+def batch_split_mix(labeled, unlabeled, config: AugmentConfig = AugmentConfig(), seed=None,
+                    return_index: bool = False):
+    """Algorithm 1, lines 6-8: (s1, s1~, s2, s2~) [, source_index].
+
+    labeled (n_l, n) and unlabeled (n_u, n) waveforms (unlabeled may be None, and is ignored when
+    config.use_unlabeled is False). s1, s2 are the ORIGINAL shuffled rows; source_index (int32,
+    (n_l + n_u,)) gives for each row of concat(s1, s2) its row in concat(labeled, unlabeled), so rows
+    with index < n_l are labeled and their labels are labels[index]. The total must be even.
+    """
+    labeled = tf.convert_to_tensor(labeled, tf.float32)
+    parts = [labeled]
+    if config.use_unlabeled and unlabeled is not None:
+        parts.append(tf.convert_to_tensor(unlabeled, tf.float32))
+    for part in parts:
+        if part.shape.rank != 2:
+            raise ValueError(f"batch_split_mix expects (batch, samples) waveforms, got shape {part.shape}")
+    x = tf.concat(parts, axis=0) if len(parts) > 1 else labeled
+    total_static = x.shape[0]
+    if total_static is not None and total_static % 2:
+        raise ValueError(f"batch_split_mix needs an even total batch to split in halves, got {total_static} "
+                         f"rows ({' + '.join(str(p.shape[0]) for p in parts)})")
+    total = tf.shape(x)[0]
+    check = tf.debugging.assert_equal(total % 2, 0, message="batch_split_mix needs an even total batch "
+                                      "(labeled + unlabeled rows) to split in halves")
+    with tf.control_dependencies([check]):
+        half = total // 2
+
+    seeds = tf.random.experimental.stateless_split(make_seed(seed), num=11)
+    order = tf.argsort(tf.random.stateless_uniform([total], seed=seeds[0]))
+    shuffled = tf.gather(x, order)
+    s1, s2 = shuffled[:half], shuffled[half:]
+    s1_aug = _mixing(s1, s2, config, seeds[1:6])
+    s2_aug = _mixing(s2, s1, config, seeds[6:11])
+    outputs = (s1, s1_aug, s2, s2_aug)
+    return (outputs + (tf.cast(order, tf.int32),)) if return_index else outputs
+
+
+# ----------------------------------------------------------------------------- listening check
+
+def _demo_sources(data_dir: Path | None, count: int, sample_rate: int, num_samples: int):
+    """`count` real clips (one per category where possible) or synthetic tones/chirps; with names."""
+    import numpy as np
+
+    if data_dir is not None and (data_dir / "audio").is_dir():
+        files = sorted((data_dir / "audio").glob("*.ogg")) + sorted((data_dir / "audio").glob("*.wav"))
+        meta = data_dir / "meta" / "esc50.csv"
+        if meta.is_file():  # one clip per category for variety
+            import pandas as pd
+
+            table = pd.read_csv(meta).drop_duplicates("category")
+            files = [data_dir / "audio" / f for f in table["filename"]] + files
+        files = list(dict.fromkeys(files))[:count]
+        if len(files) == count:
+            try:
+                from csr.audio import load_audio
+            except ImportError:
+                load_audio = None
+            clips = []
+            for path in files:
+                if load_audio is not None:
+                    clips.append(load_audio(path, sr=sample_rate, seconds=num_samples / sample_rate))
+                else:
+                    import librosa
+                    import soundfile as sf
+
+                    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+                    audio = librosa.resample(audio.mean(axis=1), orig_sr=sr, target_sr=sample_rate,
+                                             res_type="soxr_hq")
+                    audio = audio / max(float(np.sqrt(np.mean(audio**2))), 1e-12)
+                    clips.append(np.pad(audio, (0, max(0, num_samples - len(audio))))[:num_samples])
+            return np.stack(clips).astype(np.float32), [p.stem for p in files]
+
+    print(f"no {count} clips under {data_dir}/audio: using synthetic tones and chirps")
+    t = np.arange(num_samples) / sample_rate
+    clips, names = [], []
+    for i in range(count):
+        start = (i * 0.6) % 3.5
+        envelope = np.exp(-4.0 * np.clip(t - start, 0, None)) * (t >= start)
+        if i % 2:
+            f0, f1 = 300.0 * (i + 1), 4000.0
+            phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * t[-1]))
+            clip, name = np.sin(phase), f"chirp{i}"
+        else:
+            clip, name = np.sin(2 * np.pi * 220.0 * (i + 1) * t) * envelope, f"tone{i}"
+        clips.append(clip / np.sqrt(np.mean(clip**2)))
+        names.append(name)
+    return np.stack(clips).astype(np.float32), names
+
+
+def demo(out_dir, seed: int = 0, data_dir=None, pairs: int = 4) -> list[Path]:
+    """Write `pairs` original/augmented WAV pairs and one PNG of their log-mel spectrograms."""
+    import librosa
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import soundfile as sf
+
+    from csr import config
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips, names = _demo_sources(None if data_dir is None else Path(data_dir), 2 * pairs,
+                                 config.SAMPLE_RATE, config.CLIP_SAMPLES)
+    labeled, unlabeled = clips[:pairs], clips[pairs:]
+    s1, s1_aug, s2, s2_aug, index = (t.numpy() for t in batch_split_mix(
+        labeled, unlabeled, AugmentConfig(), seed=seed, return_index=True))
+    originals = np.concatenate([s1, s2])
+    augmented = np.concatenate([s1_aug, s2_aug])
+    written = []
+    fig, axes = plt.subplots(pairs, 2, figsize=(11, 2.6 * pairs), squeeze=False)
+    for k in range(pairs):
+        row = k // 2 if k % 2 == 0 else len(s1) + k // 2  # alternate between the two halves
+        name = names[int(index[row])]
+        scale = 0.99 / max(np.abs(originals[row]).max(), np.abs(augmented[row]).max(), 1e-9)
+        images = {}
+        for kind, wave in (("original", originals[row]), ("augmented", augmented[row])):
+            path = out_dir / f"pair{k}_{name}_{kind}.wav"
+            sf.write(path, wave * scale, config.SAMPLE_RATE, subtype="PCM_16")  # same scale: levels comparable
+            written.append(path)
+            mel = librosa.feature.melspectrogram(y=wave, sr=config.SAMPLE_RATE, n_fft=config.N_FFT,
+                                                 hop_length=config.HOP_LENGTH, n_mels=config.N_MELS,
+                                                 fmin=config.F_MIN, fmax=config.F_MAX)
+            images[kind] = librosa.power_to_db(mel, ref=1.0, amin=config.AMIN, top_db=config.TOP_DB)
+        vmax = max(img.max() for img in images.values())  # one colour scale per pair
+        for col, (kind, img) in enumerate(images.items()):
+            ax = axes[k, col]
+            ax.imshow(img, origin="lower", aspect="auto", cmap="magma", vmin=vmax - config.TOP_DB, vmax=vmax)
+            ax.set_title(f"{name} ({kind})", fontsize=9)
+            ax.set_xlabel("frame")
+            ax.set_ylabel("mel bin")
+    fig.tight_layout()
+    png = out_dir / "logmel_pairs.png"
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    written.append(png)
+    return written
+
+
+def main(argv=None) -> None:
+    default_data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "esc10"
+    parser = argparse.ArgumentParser(prog="python -m csr.augment", description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", metavar="OUT_DIR", required=True,
+                        help="write original/augmented WAV pairs and a log-mel PNG here")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=str(default_data),
+                        help="ESC-50-layout folder with audio/ (default: ../shared/data/esc10); "
+                             "synthetic tones/chirps when absent")
+    args = parser.parse_args(argv)
+    for path in demo(args.demo, seed=args.seed, data_dir=args.data):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""The network of the paper (section 3.2) and its training step (Algorithm 1, lines 9-13).
+
+waveform --log-mel front end--> (n_mels, frames, 3) image --f: backbone--> features
+  features --g_c: Dense-BN-ReLU-Dense--> class logits
+  features --g_p: Dense-BN-ReLU-Dense-L2 normalise--> contrastive embedding
+
+`CSRModel.mode` selects the step: "supervised" (warm-up and the supervised baselines: cross-entropy
+on (x, y) batches) or "proposed" (cross-entropy plus reg_weight times NT-Xent on the batch-split-mixed
+views). The front end is part of the model so training, evaluation and `predict` all take raw
+waveforms (batch, samples).
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from csr import config
+from csr.features import LogMelSpectrogram, SpectrogramToImage, frames_for
+from csr.losses import contrastive_accuracy, nt_xent
+
+BACKBONES = ("resnet50v2", "small")
+MODES = ("supervised", "proposed")
+VIEW_KEYS = ("s1", "s1_aug", "s2", "s2_aug")
+WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+
+
+class WeightsError(ValueError):
+    """A backbone weights file is missing, in an unknown format, or does not fit the backbone."""
+
+
+def build_frontend(sample_rate=config.SAMPLE_RATE, n_fft=config.N_FFT, hop_length=config.HOP_LENGTH,
+                   n_mels=config.N_MELS, f_min=config.F_MIN, f_max=config.F_MAX, scaling="minmax"):
+    """Waveform (batch, samples) -> backbone image (batch, n_mels, frames, 3), always in float32."""
+    return keras.Sequential(
+        [
+            LogMelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                              f_min=f_min, f_max=f_max, top_db=config.TOP_DB, amin=config.AMIN,
+                              name="log_mel"),
+            SpectrogramToImage(scaling=scaling, top_db=config.TOP_DB, name="to_image"),
+        ],
+        name="frontend",
+    )
+
+
+def build_backbone(name, input_shape, weights=None):
+    """The shared feature extractor f: image (n_mels, frames, 3) -> pooled feature vector.
+
+    "resnet50v2": keras.applications.ResNet50V2 without its top, global average pooling, 2,048-d
+    (the paper's network). "small": four Conv-BN-ReLU-MaxPool blocks (16-32-64-128 filters) and global
+    average pooling, 128-d, for CPU demos and tests. weights: "imagenet" (resnet50v2 only; Keras
+    downloads it once to ~/.keras/models), None (random init) or a local weights file.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    weights_file = None
+    if weights is not None and weights != "imagenet":
+        weights_file = _check_weights_file(weights)
+    if name == "resnet50v2":
+        model = keras.applications.ResNet50V2(
+            include_top=False,
+            weights="imagenet" if weights == "imagenet" else None,
+            input_shape=tuple(input_shape),
+            pooling="avg",
+        )
+    else:
+        if weights == "imagenet":
+            raise ValueError("backbone 'small' has no ImageNet weights; use weights=None or a weights file")
+        model = _small_cnn(input_shape)
+    if weights_file is not None:
+        _load_backbone_weights(model, weights_file)
+    return model
+
+
+def _small_cnn(input_shape):
+    """A compact CNN with the same interface as the ResNet backbone (image in, pooled vector out)."""
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for i, filters in enumerate((16, 32, 64, 128)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool{i}")(x)
+    outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def _check_weights_file(path):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightsError(f"backbone weights file {path!r} does not exist")
+    if not path.endswith(WEIGHT_SUFFIXES):
+        raise WeightsError(
+            f"backbone weights file {path!r}: unsupported format; expected one of {WEIGHT_SUFFIXES} "
+            "(a Keras 3 save_weights file, or a legacy Keras .h5 such as "
+            "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5)"
+        )
+    return path
+
+
+def _load_backbone_weights(model, path):
+    """Load a Keras 3 (.weights.h5/.keras) or legacy (.h5) weights file, naming the file on failure.
+
+    Keras' own message names neither the file nor the backbone; a user pointing at the wrong file
+    needs both.
+    """
+    try:
+        model.load_weights(path)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file and backbone named
+        raise WeightsError(
+            f"backbone weights file {path!r} does not fit backbone {model.name!r} "
+            f"(input {model.input_shape}): {err}"
+        ) from err
+
+
+def build_classifier_head(num_classes, hidden=128):
+    """g_c: Dense(hidden)-BN-ReLU-Dense(num_classes); float32 logits even under mixed precision."""
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    return keras.Sequential(
+        [
+            keras.layers.Dense(hidden, name="dense"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(name="relu"),
+            keras.layers.Dense(int(num_classes), dtype="float32", name="logits"),
+        ],
+        name="classifier",
+    )
+
+
+def build_projection_head(dim=64, hidden=128):
+    """g_p: Dense(hidden)-BN-ReLU-Dense(dim)-L2 normalise; float32 unit vectors for NT-Xent."""
+    return keras.Sequential(
+        [
+            keras.layers.Dense(hidden, name="dense"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(name="relu"),
+            keras.layers.Dense(int(dim), dtype="float32", name="embedding"),
+            keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize"),
+        ],
+        name="projector",
+    )
+
+
+@keras.saving.register_keras_serializable(package="csr")
+class CSRModel(keras.Model):
+    """Front end + backbone f + classifier g_c + projector g_p, with the paper's training step.
+
+    Set `mode` ("supervised" or "proposed") before `compile`: the step branches on it in Python, so a
+    change after compile needs a recompile. `reg_weight` is lambda_reg (0.05), `temperature` the
+    NT-Xent temperature (0.01). Metrics reported by fit: loss, clf_loss, accuracy, and in proposed
+    mode also reg_loss (the sum of the two NT-Xent terms, unweighted) and contrastive_accuracy
+    (mean of the two views' in-batch accuracies). Supervised mode omits the last two rather than
+    logging a fake 0. The loss metric is the raw loss, so a NaN shows up for the trainer to stop on.
+    """
+
+    def __init__(self, frontend, backbone, classifier, projector, *, mode="supervised",
+                 reg_weight=config.REG_WEIGHT, temperature=config.TEMPERATURE, build_kwargs=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.frontend = frontend
+        self.backbone = backbone
+        self.classifier = classifier
+        self.projector = projector
+        self.mode = mode
+        self.reg_weight = float(reg_weight)
+        self.temperature = float(temperature)
+        # build_model's arguments, so a saved model can be rebuilt (see get_config).
+        self.build_kwargs = dict(build_kwargs or {})
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.clf_loss_tracker = keras.metrics.Mean(name="clf_loss")
+        self.reg_loss_tracker = keras.metrics.Mean(name="reg_loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.contrastive_accuracy_tracker = keras.metrics.Mean(name="contrastive_accuracy")
+
+    @property
+    def mode(self):
+        return self._mode
+
+    @mode.setter
+    def mode(self, value):
+        if value not in MODES:
+            raise ValueError(f"CSRModel.mode must be one of {MODES}, got {value!r}")
+        self._mode = value
+
+    @property
+    def input_dtype(self):
+        # Waveforms enter in float32 even under mixed precision: the front end needs the precision.
+        return "float32"
+
+    @property
+    def metrics(self):
+        # Overridden so fit/evaluate reset exactly these each epoch (Keras' own loss tracker unused).
+        tracked = [self.loss_tracker, self.clf_loss_tracker, self.accuracy_tracker]
+        if self.mode == "proposed":
+            tracked += [self.reg_loss_tracker, self.contrastive_accuracy_tracker]
+        return tracked
+
+    def build(self, input_shape):
+        """Create every variable (heads included) so fit can build the optimizer from dict batches."""
+        if self.built:
+            return
+        image = self.frontend.compute_output_shape(tuple(input_shape))
+        self.frontend.build(tuple(input_shape))
+        self.backbone.build(image)  # already built; records its input shape, which summary() needs
+        features = self.backbone.compute_output_shape(image)
+        self.classifier.build(features)
+        self.projector.build(features)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return self.classifier.compute_output_shape(
+            self.backbone.compute_output_shape(self.frontend.compute_output_shape(input_shape)))
+
+    def embed(self, waves, training=False):
+        """Backbone features f(x) (2,048-d for ResNet50V2), float32; what `predict --embed` writes."""
+        image = self.frontend(waves, training=training)
+        return tf.cast(self.backbone(image, training=training), tf.float32)
+
+    def project(self, waves, training=False):
+        """L2-normalised contrastive embeddings g_p(f(x)), float32."""
+        return self.projector(self.embed(waves, training=training), training=training)
+
+    def call(self, waves, training=False):
+        """Class logits g_c(f(x)), float32, for waveforms (batch, samples)."""
+        return self.classifier(self.embed(waves, training=training), training=training)
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def _classification_loss(self, y, logits):
+        y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=y, logits=tf.cast(logits, tf.float32))
+        return tf.reduce_mean(per_example), y
+
+    def _apply(self, tape, loss, variables):
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply(grads, variables)
+
+    def _labeled_batch(self, data):
+        if isinstance(data, dict):
+            raise ValueError(
+                f"CSRModel in {self.mode!r} mode expects (x, y) batches, got a dict with keys "
+                f"{sorted(data)}; set model.mode = 'proposed' (and recompile) for dict batches"
+            )
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError("CSRModel expects (x, y) batches with integer labels y")
+        return x, y
+
+    def train_step(self, data):
+        if self.mode == "proposed":
+            return self._proposed_step(data)
+        x, y = self._labeled_batch(data)
+        variables = (self.frontend.trainable_variables + self.backbone.trainable_variables
+                     + self.classifier.trainable_variables)  # g_p takes no part in this loss
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            loss, y = self._classification_loss(y, logits)
+            scaled = self.optimizer.scale_loss(loss)  # identity unless a LossScaleOptimizer
+        self._apply(tape, scaled, variables)
+        self.loss_tracker.update_state(loss)
+        self.clf_loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(y, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def _proposed_step(self, data):
+        """Algorithm 1 lines 9-13: L = CE(y, g_c(f(x))) + lambda * (NTXent(s1, s1~) + NTXent(s2, s2~))."""
+        if isinstance(data, (tuple, list)) and data and isinstance(data[0], dict):
+            data = data[0]  # train_on_batch(dict) arrives as (dict, None, None)
+        if not isinstance(data, dict) or not set(("x", "y") + VIEW_KEYS) <= set(data):
+            raise ValueError(
+                "CSRModel in 'proposed' mode expects dict batches with keys "
+                f"{('x', 'y') + VIEW_KEYS}, got {sorted(data) if isinstance(data, dict) else type(data)}"
+            )
+        views = [tf.convert_to_tensor(data[k], dtype=tf.float32) for k in VIEW_KEYS]
+        n1 = tf.shape(views[0])[0]
+        n2 = tf.shape(views[2])[0]
+        with tf.GradientTape() as tape:
+            logits = self(data["x"], training=True)
+            clf_loss, y = self._classification_loss(data["y"], logits)
+            # One backbone pass over all four views (4 x 20 = 80 clips at the paper's batch sizes).
+            z = self.project(tf.concat(views, axis=0), training=True)
+            z1, z1_aug, z2, z2_aug = tf.split(z, tf.stack([n1, n1, n2, n2]), num=4, axis=0)
+            reg_loss = (nt_xent(z1, z1_aug, self.temperature)
+                        + nt_xent(z2, z2_aug, self.temperature))
+            loss = clf_loss + self.reg_weight * reg_loss
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(tape, scaled, self.trainable_variables)
+        self.loss_tracker.update_state(loss)
+        self.clf_loss_tracker.update_state(clf_loss)
+        self.reg_loss_tracker.update_state(reg_loss)
+        self.accuracy_tracker.update_state(y, logits)
+        self.contrastive_accuracy_tracker.update_state(
+            0.5 * (contrastive_accuracy(z1, z1_aug) + contrastive_accuracy(z2, z2_aug)))
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        """Held-out (x, y): cross-entropy and accuracy, no augmentation, BN in inference mode."""
+        x, y = self._labeled_batch(data)
+        logits = self(x, training=False)
+        loss, y = self._classification_loss(y, logits)
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(y, logits)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+    # -- saving -----------------------------------------------------------------------------------
+
+    def get_config(self):
+        """The build_model arguments (not the layers): `from_config` rebuilds the same network."""
+        if not self.build_kwargs:
+            raise NotImplementedError("CSRModel can only be serialised when created by build_model")
+        return {**self.build_kwargs, "mode": self.mode, "reg_weight": self.reg_weight,
+                "temperature": self.temperature, "name": self.name}
+
+    @classmethod
+    def from_config(cls, cfg):
+        cfg = dict(cfg)
+        mode = cfg.pop("mode", "supervised")
+        reg_weight = cfg.pop("reg_weight", config.REG_WEIGHT)
+        temperature = cfg.pop("temperature", config.TEMPERATURE)
+        cfg.pop("name", None)
+        cfg["weights"] = None  # the saved file carries the trained weights
+        model = build_model(**cfg)
+        model.mode, model.reg_weight, model.temperature = mode, reg_weight, temperature
+        return model
+
+
+def build_model(num_classes, backbone="resnet50v2", weights="imagenet", sample_rate=config.SAMPLE_RATE,
+                clip_samples=config.CLIP_SAMPLES, n_fft=config.N_FFT, hop_length=config.HOP_LENGTH,
+                n_mels=config.N_MELS, f_min=config.F_MIN, f_max=config.F_MAX, scaling="minmax",
+                projection_dim=64, hidden_dim=128, seed=None):
+    """The paper's network for `num_classes` classes, built and ready to compile.
+
+    The backbone input is (n_mels, 1 + clip_samples // hop_length, 3) = (128, 480, 3) at the paper's
+    settings. seed (int) makes the random initialisation of every layer reproducible.
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    build_kwargs = dict(num_classes=int(num_classes), backbone=backbone, sample_rate=sample_rate,
+                        clip_samples=int(clip_samples), n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                        f_min=f_min, f_max=f_max, scaling=scaling, projection_dim=projection_dim,
+                        hidden_dim=hidden_dim)
+    frontend = build_frontend(sample_rate, n_fft, hop_length, n_mels, f_min, f_max, scaling)
+    image_shape = (int(n_mels), frames_for(clip_samples, hop_length), 3)
+    model = CSRModel(
+        frontend=frontend,
+        backbone=build_backbone(backbone, image_shape, weights),
+        classifier=build_classifier_head(num_classes, hidden_dim),
+        projector=build_projection_head(projection_dim, hidden_dim),
+        build_kwargs=build_kwargs,
+        name="csr_model",
+    )
+    model.build((None, int(clip_samples)))
+    return model
