@@ -148,10 +148,11 @@ def build_projection_head(dim=64, hidden=128):
 class CSRModel(keras.Model):
     """Front end + backbone f + classifier g_c + projector g_p, with the paper's training step.
 
-    Set `mode` ("supervised" or "proposed") before `compile`: the step branches on it in Python, so a
-    change after compile needs a recompile. `reg_weight` is lambda_reg (0.05), `temperature` the
-    NT-Xent temperature (0.01). Metrics reported by fit: loss, clf_loss, accuracy, and in proposed
-    mode also reg_loss (the sum of the two NT-Xent terms, unweighted) and contrastive_accuracy
+    `mode` ("supervised" or "proposed") selects the train step; it, `reg_weight` (lambda_reg, 0.05)
+    and `temperature` (NT-Xent, 0.01) are Python values baked into the traced step, and setting any
+    of them drops the cached step so the change applies from the next fit/train_on_batch call, with
+    no recompile (the optimizer keeps its state). Metrics reported by fit: loss, clf_loss, accuracy,
+    and in proposed mode also reg_loss (the sum of the two NT-Xent terms, unweighted) and contrastive_accuracy
     (mean of the two views' in-batch accuracies). Supervised mode omits the last two rather than
     logging a fake 0. The loss metric is the raw loss, so a NaN shows up for the trainer to stop on.
     """
@@ -165,8 +166,8 @@ class CSRModel(keras.Model):
         self.classifier = classifier
         self.projector = projector
         self.mode = mode
-        self.reg_weight = float(reg_weight)
-        self.temperature = float(temperature)
+        self.reg_weight = reg_weight
+        self.temperature = temperature
         # build_model's arguments, so a saved model can be rebuilt (see get_config).
         self.build_kwargs = dict(build_kwargs or {})
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -184,6 +185,43 @@ class CSRModel(keras.Model):
         if value not in MODES:
             raise ValueError(f"CSRModel.mode must be one of {MODES}, got {value!r}")
         self._mode = value
+        self._retrace()
+
+    @property
+    def reg_weight(self):
+        return self._reg_weight
+
+    @reg_weight.setter
+    def reg_weight(self, value):
+        self._reg_weight = float(value)
+        self._retrace()
+
+    @property
+    def temperature(self):
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        if not value > 0:
+            raise ValueError(f"CSRModel.temperature must be positive, got {value!r}")
+        self._temperature = float(value)
+        self._retrace()
+
+    def _retrace(self):
+        # mode, reg_weight and temperature are baked into the traced train step as Python values;
+        # dropping the cached function makes a change take effect without a recompile.
+        if getattr(self, "train_function", None) is not None:
+            self.train_function = None
+
+    def compile(self, *args, **kwargs):
+        """keras.Model.compile, then build the optimizer over all trainable variables (g_p included).
+
+        Supervised steps update only f and g_c; building the optimizer state for every variable up
+        front lets the same compiled model switch to mode="proposed" (e.g. after warm-up).
+        """
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
 
     @property
     def input_dtype(self):
@@ -199,7 +237,8 @@ class CSRModel(keras.Model):
         return tracked
 
     def build(self, input_shape):
-        """Create every variable (heads included) so fit can build the optimizer from dict batches."""
+        """Create every variable up front (g_p included): compile builds the optimizer from them, and
+        Keras cannot infer shapes from the proposed mode's dict batches."""
         if self.built:
             return
         image = self.frontend.compute_output_shape(tuple(input_shape))
@@ -242,12 +281,14 @@ class CSRModel(keras.Model):
     def _labeled_batch(self, data):
         if isinstance(data, dict):
             raise ValueError(
-                f"CSRModel in {self.mode!r} mode expects (x, y) batches, got a dict with keys "
-                f"{sorted(data)}; set model.mode = 'proposed' (and recompile) for dict batches"
+                f"CSRModel expects (x, y) batches here (mode={self.mode!r}), got a dict with keys "
+                f"{sorted(data)}; dict batches are for training with model.mode = 'proposed'"
             )
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if y is None:
             raise ValueError("CSRModel expects (x, y) batches with integer labels y")
+        if sample_weight is not None:
+            raise ValueError("CSRModel does not support sample_weight / class_weight (the paper uses none)")
         return x, y
 
     def train_step(self, data):
@@ -311,7 +352,7 @@ class CSRModel(keras.Model):
     def get_config(self):
         """The build_model arguments (not the layers): `from_config` rebuilds the same network."""
         if not self.build_kwargs:
-            raise NotImplementedError("CSRModel can only be serialised when created by build_model")
+            raise TypeError("CSRModel can only be serialised when created by build_model")
         return {**self.build_kwargs, "mode": self.mode, "reg_weight": self.reg_weight,
                 "temperature": self.temperature, "name": self.name}
 
@@ -335,7 +376,8 @@ def build_model(num_classes, backbone="resnet50v2", weights="imagenet", sample_r
     """The paper's network for `num_classes` classes, built and ready to compile.
 
     The backbone input is (n_mels, 1 + clip_samples // hop_length, 3) = (128, 480, 3) at the paper's
-    settings. seed (int) makes the random initialisation of every layer reproducible.
+    settings. seed (int) makes the random initialisation of every layer reproducible; it seeds the
+    global Python, NumPy and TF generators through keras.utils.set_random_seed.
     """
     if seed is not None:
         keras.utils.set_random_seed(int(seed))

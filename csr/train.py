@@ -163,8 +163,6 @@ def _build(cfg: RunConfig):
                         **cfg.model_kwargs)
     model.reg_weight = cfg.reg_weight
     model.temperature = cfg.temperature
-    if not model.built:
-        model(np.zeros((1, model.clip_samples), np.float32))
     return model
 
 
@@ -173,8 +171,7 @@ def _compile(model, phase: Phase):
 
     model.mode = phase.mode
     optimizer = keras.optimizers.Adam(learning_rate=phase.learning_rate)
-    model.compile(optimizer=optimizer)
-    optimizer.build(model.trainable_variables)
+    model.compile(optimizer=optimizer)  # CSRModel.compile builds the optimizer's state
     return optimizer
 
 

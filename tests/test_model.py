@@ -152,8 +152,11 @@ def test_supervised_steps_lower_the_loss_and_leave_the_projector_alone():
 
 def test_proposed_steps_lower_the_total_loss_and_report_contrastive_metrics():
     model = build_model(2, seed=2, **TINY)
-    model.mode = "proposed"
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    # Warm-up step in supervised mode, then switch mode on the same compiled model (Algorithm 1).
+    x, y = low_high_problem(8, seed=2)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.mode = "proposed"
     batches = [proposed_batch(seed) for seed in range(3)]
     ds = tf.data.Dataset.from_tensor_slices(
         {k: np.stack([b[k] for b in batches]) for k in batches[0]}).repeat()
@@ -164,9 +167,11 @@ def test_proposed_steps_lower_the_total_loss_and_report_contrastive_metrics():
     assert all(0.0 <= a <= 1.0 for a in history["contrastive_accuracy"])
     assert history["reg_loss"][-1] < history["reg_loss"][0]
 
-    # One step (fit resets the metrics each epoch): the total is exactly CE + 0.05 * (NTXent_1 + NTXent_2).
+    # One step (fit resets the metrics each epoch): the total is exactly CE + lambda * (NTXent_1 +
+    # NTXent_2), and a new reg_weight takes effect without recompiling.
+    model.reg_weight = 0.5
     logs = {k: v[0] for k, v in model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history.items()}
-    assert logs["loss"] == pytest.approx(logs["clf_loss"] + 0.05 * logs["reg_loss"], rel=1e-5)
+    assert logs["loss"] == pytest.approx(logs["clf_loss"] + 0.5 * logs["reg_loss"], rel=1e-5)
     assert logs["reg_loss"] > 0.0
 
 
@@ -188,8 +193,16 @@ def test_mode_and_batch_type_are_checked():
     with pytest.raises(ValueError, match="mode must be one of"):
         model.mode = "semi"
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    with pytest.raises(ValueError, match="expects \\(x, y\\) batches, got a dict"):
+    with pytest.raises(ValueError, match="expects \\(x, y\\) batches here.*got a dict"):
         model.train_step(proposed_batch(0))
+    x, y = low_high_problem(2, seed=4)
+    with pytest.raises(ValueError, match="sample_weight"):
+        model.train_step((x, y, np.ones(2, np.float32)))
+    model.mode = "proposed"
+    with pytest.raises(ValueError, match="expects dict batches with keys"):
+        model.train_step((x, y))
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        model.temperature = 0.0
 
 
 def test_saved_model_reloads_with_mode_and_predictions(tmp_path):

@@ -1,0 +1,84 @@
+"""Figure 3: learning curves (train and test accuracy per epoch, mean over folds) at 100 % ESC10.
+
+Only finished runs (result.json present) enter the mean, so every curve averages the same folds at
+every epoch; a method with fewer folds says so in its legend entry, one with none in the title.
+The x axis counts every epoch of a run: the proposed method's warm-up epochs come first (a dotted
+line marks where joint training starts), the baselines' 200 supervised epochs run on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from csr import experiments as E
+from csr.tables import load_history, read_result
+
+COLORS = {"supervised": "tab:blue", "supervised_imagenet": "tab:green", "proposed": "tab:red"}
+
+
+def mean_curves(histories):
+    """Per-epoch mean of train ('accuracy') and test accuracy over runs, in percent, and the
+    first joint-phase epoch (None when the runs have no joint phase)."""
+    import pandas as pd
+
+    frame = pd.concat([h[["epoch", "accuracy", "test_accuracy"]] for h in histories])
+    mean = frame.groupby("epoch", sort=True).mean() * 100.0
+    joint = [int(h.loc[h["phase"] == "joint", "epoch"].min()) for h in histories
+             if (h["phase"] == "joint").any()]
+    return mean, (min(joint) if joint else None)
+
+
+def learning_curves(histories: dict, expected: dict, out_path, title: str) -> Path:
+    """Plot {method: [history DataFrame per fold]} as a PNG; `expected` gives folds per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    absent = []
+    for method, runs in histories.items():
+        label = E.METHOD_LABELS.get(method, method)
+        if not runs:
+            absent.append(label)
+            continue
+        mean, joint_start = mean_curves(runs)
+        folds = f"{len(runs)} fold{'s' if len(runs) != 1 else ''}"
+        if len(runs) < expected.get(method, len(runs)):
+            folds += f" of {expected[method]}"
+        color = COLORS.get(method)
+        ax.plot(mean.index, mean["test_accuracy"], color=color, label=f"{label} test ({folds})")
+        ax.plot(mean.index, mean["accuracy"], color=color, linestyle="--", label=f"{label} train")
+        if joint_start is not None:
+            ax.axvline(joint_start, color=color, linestyle=":", linewidth=1)
+    if absent:
+        title += "\nno finished runs: " + ", ".join(absent)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("epoch (dotted line: warm-up ends, joint training starts)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(out_path)
+    return out_path
+
+
+def figure3(root, profile: E.Profile, out_path) -> Path:
+    """Figure 3 from the finished Table 1 runs at 100 % labels under root."""
+    histories, expected = {}, {}
+    for cell in E.figure3_cells():
+        specs = E.runs_for_cell(cell, profile)
+        expected[cell.method] = len(specs)
+        histories[cell.method] = [load_history(E.run_dir(root, s)) for s in specs
+                                  if read_result(E.run_dir(root, s)) is not None]
+    title = (f"Figure 3: learning curves on ESC10, 100 % labels, mean over folds "
+             f"(profile {profile.name})")
+    return learning_curves(histories, expected, out_path, title)

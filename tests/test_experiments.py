@@ -1,0 +1,328 @@
+"""csr.experiments (the registry of the paper's runs) and reproduce/run_experiment.py's planning.
+
+Nothing here trains: the registry is checked against the paper's printed numbers, the planning
+against fake result.json files, and the run_fold.py command line by parsing it with run_fold.py's
+own flags in a subprocess (it must rebuild exactly the RunSpec it came from).
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from csr import experiments as E
+from csr import sources
+from csr.runner import RunSpec
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ESC10 = REPO.parent / "shared" / "data" / "esc10"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"csr_test_{name}", REPO / "reproduce" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def runexp():
+    return load_script("run_experiment")
+
+
+def finish(root, spec, best=0.5, last=0.4):
+    path = E.run_dir(root, spec)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "result.json").write_text(json.dumps({"best": best, "last": last}))
+
+
+# ----------------------------------------------------------------------------------- the registry
+def test_table1_has_every_own_cell_with_the_papers_numbers():
+    own = [c for c in E.cells("table1") if not c.quoted]
+    assert len(own) == 3 * 5 * 2
+    keys = {(c.method, c.metric, c.fraction) for c in own}
+    assert keys == {(m, k, f) for m in ("supervised", "supervised_imagenet", "proposed")
+                    for k in ("best", "last") for f in (0.1, 0.25, 0.5, 0.75, 1.0)}
+    by = {(c.method, c.metric, c.fraction): (c.paper_mean, c.paper_std) for c in own}
+    # Spot checks, one per row of the paper's Table 1, at different fractions.
+    assert by[("supervised", "best", 0.1)] == (59.0, 5.0)
+    assert by[("supervised", "last", 0.75)] == (66.8, 5.0)
+    assert by[("supervised_imagenet", "best", 0.25)] == (76.2, 7.1)
+    assert by[("supervised_imagenet", "last", 1.0)] == (89.1, 3.6)
+    assert by[("proposed", "best", 1.0)] == (95.2, 4.0)
+    assert by[("proposed", "last", 0.1)] == (61.8, 0.4)
+    # Row means of the paper's table (guards against a shifted or mistyped value anywhere).
+    def row_mean(method, metric):
+        vals = [by[(method, metric, f)][0] for f in E.FRACTIONS]
+        return round(sum(vals) / 5, 2)
+    assert row_mean("supervised", "best") == round((59.0 + 67.2 + 75.0 + 76.2 + 81.2) / 5, 2)
+    assert row_mean("supervised_imagenet", "last") == round((49.9 + 73.0 + 82.5 + 84.9 + 89.1) / 5, 2)
+    assert row_mean("proposed", "last") == round((61.8 + 75.6 + 85.4 + 87.6 + 92.4) / 5, 2)
+    stds = sum(by[k][1] for k in by)
+    assert stds == pytest.approx(5.0 + 2.2 + 2.9 + 3.7 + 1.6 + 5.8 + 2.4 + 1.6 + 5.0 + 1.3
+                                 + 4.8 + 7.1 + 1.5 + 1.7 + 3.6 + 4.8 + 7.7 + 1.7 + 1.9 + 3.6
+                                 + 1.7 + 3.7 + 1.4 + 1.3 + 4.0 + 0.4 + 3.2 + 1.9 + 3.2 + 2.5)
+    assert {c.unlabeled for c in own if c.method == "proposed"} == {"esc40"}
+    assert {c.unlabeled for c in own if c.method != "proposed"} == {"none"}
+    assert {c.target for c in own} == {"esc10"} and {c.experiment for c in own} == {"table1"}
+
+
+def test_table1_quoted_rows_are_marked_and_never_run():
+    quoted = [c for c in E.cells("table1") if c.quoted]
+    assert {c.row for c in quoted} == {"Supervised [19]", "Deep-Co-Training† [19]"}
+    assert len(quoted) == 10
+    values = {(c.row, c.column): c.paper_mean for c in quoted}
+    assert values[("Supervised [19]", "10%")] == 67.8
+    assert values[("Supervised [19]", "75%")] is None  # "-" in the paper
+    assert values[("Supervised [19]", "100%")] == 91.7
+    assert values[("Deep-Co-Training† [19]", "50%")] == 91.7
+    assert values[("Deep-Co-Training† [19]", "100%")] is None
+    assert all(c.method is None and c.metric is None for c in quoted)
+    assert all(E.runs_for_cell(c, E.PROFILES["paper"]) == [] for c in quoted)
+    with pytest.raises(ValueError, match="quoted from other work"):
+        E.spec_for(quoted[0], 1, E.PROFILES["paper"])
+
+
+def test_table2_rows_report_last_and_reuse_table1():
+    rows = E.cells("table2")
+    assert [(c.target, c.unlabeled, c.method, c.paper_mean, c.paper_std) for c in rows] == [
+        ("esc10", "none", "supervised_imagenet", 89.1, 3.6),
+        ("esc10", "esc40", "proposed", 92.4, 2.5),
+        ("esc50", "none", "supervised_imagenet", 73.6, 1.0),
+        ("esc50", "us8k", "proposed", 83.5, 3.0),
+        ("us8k", "none", "supervised_imagenet", 78.6, 4.3),
+        ("us8k", "esc50", "proposed", 79.7, 4.3)]
+    assert {c.metric for c in rows} == {"last"}
+    # Table 2's ESC10 rows are Table 1's 100 % last cells: same number, same runs.
+    t1 = {(c.method, c.metric, c.fraction): c for c in E.cells("table1") if not c.quoted}
+    paper = E.PROFILES["paper"]
+    for row in rows[:2]:
+        twin = t1[(row.method, "last", 1.0)]
+        assert (row.paper_mean, row.paper_std) == (twin.paper_mean, twin.paper_std)
+        assert E.runs_for_cell(row, paper) == E.runs_for_cell(twin, paper)
+
+
+def test_table3_ablation_columns_and_shared_runs():
+    cols = E.cells("ablation")
+    assert [(c.column, c.method, c.unlabeled, c.paper_mean, c.paper_std) for c in cols] == [
+        ("Proposed", "proposed", "us8k", 83.5, 3.0),
+        ("-Mixing", "no_mixing", "us8k", 82.0, 3.0),
+        ("-Unlabeled", "no_unlabeled", "none", 79.5, 1.6),
+        ("Supervised", "supervised_imagenet", "none", 73.6, 1.0)]
+    assert {c.target for c in cols} == {"esc50"} and {c.metric for c in cols} == {"last"}
+    # The paper's text: -Unlabeled is 5.9 points, -Mixing 8.4 points above supervised.
+    assert cols[2].paper_mean - cols[3].paper_mean == pytest.approx(5.9)
+    assert cols[1].paper_mean - cols[3].paper_mean == pytest.approx(8.4)
+    t2 = {(c.target, c.method): c for c in E.cells("table2")}
+    paper = E.PROFILES["paper"]
+    for col in (cols[0], cols[3]):
+        assert E.runs_for_cell(col, paper) == E.runs_for_cell(t2[("esc50", col.method)], paper)
+    for cell in E.CELLS:  # every registered combination is one run_fold.py accepts
+        if not cell.quoted:
+            sources.check_combination(cell.method, cell.target, cell.unlabeled)
+
+
+def test_cell_counts():
+    assert len(E.CELLS) == 30 + 10 + 6 + 4
+    assert len({E.cell_key(c) for c in E.CELLS}) == len(E.CELLS)
+
+
+def test_runs_for_deduplicates_and_counts_folds():
+    paper, quick = E.PROFILES["paper"], E.PROFILES["quick"]
+    t1 = E.runs_for("table1", paper)
+    assert len(t1) == len(set(t1)) == 3 * 5 * 5  # best and last share a run
+    t2 = E.runs_for("table2", paper)
+    assert len(t2) == 2 * 5 + 2 * 5 + 2 * 10  # US8K has 10 folds
+    assert sum(s.experiment == "table1" for s in t2) == 10  # Table 1's 100 % runs
+    assert set(s for s in t2 if s.experiment == "table1") <= set(t1)
+    ab = E.runs_for("ablation", paper)
+    assert len(ab) == 4 * 5 and sum(s.experiment == "ablation" for s in ab) == 10
+    assert set(s for s in ab if s.experiment == "table2") <= set(t2)
+    fig = E.runs_for("figure3", paper)
+    assert set(fig) <= set(t1) and len(fig) == 3 * 5
+    assert {s.fraction for s in fig} == {1.0}
+    every = set(t1) | set(t2) | set(ab) | set(fig)
+    assert len(every) == 75 + 30 + 10  # distinct runs behind the whole paper
+    # The run directory of each distinct run is distinct too (nothing overwrites anything).
+    assert len({E.run_dir("r", s) for s in every}) == len(every)
+    assert len(E.runs_for("table1", quick)) == 3 * 5 * 2
+    assert {s.fold for s in E.runs_for("table2", quick)} == {1, 2}
+    with pytest.raises(ValueError, match="unknown table"):
+        E.runs_for("table4", paper)
+
+
+def test_profiles_shape_the_specs():
+    cell = next(c for c in E.cells("table1") if c.method == "proposed" and c.fraction == 0.1)
+    paper = E.spec_for(cell, 3, E.PROFILES["paper"])
+    assert paper == RunSpec(experiment="table1", method="proposed", target="esc10", unlabeled="esc40",
+                            fraction=0.1, fold=3, seed=0)
+    assert paper.run_id() == "esc10-esc40-proposed-frac0.1-fold3-seed0"
+    quick = E.spec_for(cell, 1, E.PROFILES["quick"])
+    assert (quick.backbone, quick.weights, quick.warmup_epochs, quick.joint_epochs,
+            quick.supervised_epochs) == ("small", None, 2, 4, 6)
+    assert quick.model_kwargs == (("hop_length", 920), ("n_mels", 64))
+    assert E.result_root("results", E.PROFILES["quick"]) == Path("results/quick")
+    assert E.result_root("results", E.PROFILES["paper"]) == Path("results")
+    assert E.get_profile("paper", max_folds=1).folds("us8k") == (1,)
+    assert "NOT comparable" in E.PROFILES["quick"].describe()
+    assert "NOT comparable" not in E.PROFILES["paper"].describe()
+    with pytest.raises(ValueError, match="unknown profile"):
+        E.get_profile("fast")
+
+
+def test_profile_round_trips_through_profile_json(tmp_path):
+    profile = E.get_profile("quick", max_folds=1, seed=3)
+    profile = E.Profile(**{**profile.to_json(), "standins": (("esc40", "us8k"),), "notes": ("n",)})
+    E.save_profile(tmp_path, profile)
+    assert E.load_profile(tmp_path, "quick") == profile
+    with pytest.raises(ValueError, match="records profile 'quick'"):
+        E.load_profile(tmp_path, "paper")
+    assert E.load_profile(tmp_path / "none", "paper") == E.PROFILES["paper"]
+
+
+def write_esc_meta(root, esc10_only):
+    (root / "meta").mkdir(parents=True)
+    rows = ["filename,fold,target,category,esc10,src_file,take",
+            "1-1-A-0.wav,1,0,dog,True,1,A", "1-2-A-1.wav,1,1,rooster,True,2,A"]
+    if not esc10_only:
+        rows.append("1-3-A-2.wav,1,2,pig,False,3,A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_standin_replaces_absent_esc40_only_where_allowed(tmp_path):
+    esc, us8k = tmp_path / "esc", tmp_path / "us8k"
+    write_esc_meta(esc, esc10_only=True)
+    roots = sources.DataRoots(esc, us8k)
+    quick, paper = E.PROFILES["quick"], E.PROFILES["paper"]
+    assert E.with_standins(paper, roots) == paper  # the paper profile never substitutes
+    with pytest.raises(FileNotFoundError, match="holds no ESC-40 clips.*data/synthesize.py"):
+        E.with_standins(quick, roots, ["table1"])
+    assert E.with_standins(quick, roots, ["ablation"]) == quick  # no ESC-40 needed, no error
+    (us8k / "metadata").mkdir(parents=True)
+    (us8k / "metadata" / "UrbanSound8K.csv").write_text("slice_file_name,fold,classID,class\n")
+    sub = E.with_standins(quick, roots, ["ablation"])  # decided by the data, whatever the table
+    assert sub.standins == (("esc40", "us8k"),)
+    assert any("ESC-40 is absent" in n for n in sub.notes) and "ESC-40 is absent" in sub.describe()
+    specs = E.runs_for("table1", sub)
+    assert {s.unlabeled for s in specs if s.method == "proposed"} == {"us8k"}
+    assert {s.unlabeled for s in specs if s.method != "proposed"} == {"none"}
+    full = tmp_path / "full"
+    write_esc_meta(full, esc10_only=False)
+    assert E.with_standins(quick, sources.DataRoots(full, us8k)) == quick
+
+
+@pytest.mark.skipif(not SHARED_ESC10.exists(), reason=f"{SHARED_ESC10} not present")
+def test_shared_esc10_folder_has_no_esc40(tmp_path):
+    roots = sources.DataRoots(SHARED_ESC10, tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="holds no ESC-40"):
+        E.with_standins(E.PROFILES["quick"], roots, ["table1"])
+
+
+# --------------------------------------------------------------------------- run_experiment.py
+def test_plan_lists_runs_without_result_json(tmp_path, runexp):
+    profile = E.PROFILES["quick"]
+    specs, missing = runexp.plan(["table1", "figure3"], profile, tmp_path)
+    assert specs == E.runs_for("table1", profile)  # figure3's runs are table1's
+    assert missing == specs
+    done = [specs[0], specs[7]]
+    for spec in done:
+        finish(tmp_path, spec)
+    started = E.run_dir(tmp_path, specs[3])  # a folder without result.json is still missing
+    started.mkdir(parents=True)
+    (started / "history.csv").write_text("epoch\n0\n")
+    specs2, missing2 = runexp.plan(["table1", "figure3"], profile, tmp_path)
+    assert specs2 == specs
+    assert missing2 == [s for s in specs if s not in done]
+    _, ab_missing = runexp.plan(["table2", "ablation"], profile, tmp_path)
+    assert len(ab_missing) == len(set(E.runs_for("table2", profile)) | set(E.runs_for("ablation", profile)))
+
+
+def test_command_rebuilds_the_same_runspec_in_run_fold(tmp_path, runexp):
+    """Parse the command with run_fold.py's own flags: same RunSpec -> same run directory."""
+    data = runexp.DataArgs("data/datasets", "/esc", "/us8k", "/cache")
+    specs = [E.runs_for("table1", "quick")[-1], E.runs_for("ablation", "paper")[5]]
+    commands = [runexp.run_fold_command(s, tmp_path, data, python="PY") for s in specs]
+    for cmd in commands:
+        assert cmd[:2] == ["PY", str(REPO / "reproduce" / "run_fold.py")]
+        assert "--nodownload" in cmd and f"--out_dir={tmp_path}" in cmd
+        assert "--esc50_root=/esc" in cmd and "--us8k_root=/us8k" in cmd and "--cache_dir=/cache" in cmd
+    script = (
+        "import dataclasses, json, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'reproduce')!r})\n"
+        "import run_fold\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    run_fold.FLAGS.unparse_flags()\n"
+        "    run_fold.FLAGS(['run_fold'] + argv)\n"
+        "    print(json.dumps(dataclasses.asdict(run_fold.spec_from_flags())))\n")
+    out = subprocess.run([sys.executable, "-c", script, json.dumps([c[2:] for c in commands])],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rebuilt = [RunSpec(**{**d, "model_kwargs": tuple(tuple(p) for p in d["model_kwargs"])})
+               for d in map(json.loads, out.stdout.splitlines())]
+    assert rebuilt == specs
+    assert rebuilt[0].model_kwargs == (("hop_length", 920), ("n_mels", 64))
+
+
+def test_command_refuses_model_settings_run_fold_cannot_pass(runexp):
+    spec = RunSpec("table1", "proposed", "esc10", "esc40", model_kwargs=(("f_max", 8000.0),))
+    with pytest.raises(ValueError, match="no flag for model setting 'f_max'"):
+        runexp.run_fold_command(spec, "r", runexp.DataArgs())
+
+
+def test_jobs_log_beside_the_run_dir(tmp_path, runexp):
+    spec = E.runs_for("table1", "paper")[0]
+    (job,) = runexp.make_jobs([spec], tmp_path, runexp.DataArgs())
+    assert job.log == tmp_path / "table1" / f"{spec.run_id()}.log"
+
+
+def test_visible_gpus(runexp):
+    class Out:
+        returncode = 0
+        stdout = "GPU 0: A100 (UUID: GPU-1)\nGPU 1: A100 (UUID: GPU-2)\n"
+
+    assert runexp.visible_gpus({}, runner=lambda *a, **k: Out()) == ["0", "1"]
+    assert runexp.visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}, runner=None) == ["3", "5"]
+    assert runexp.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}, runner=None) == []
+
+    def missing(*a, **k):
+        raise FileNotFoundError("nvidia-smi")
+
+    assert runexp.visible_gpus({}, runner=missing) == []
+
+
+def test_run_jobs_one_gpu_per_job_and_continues_past_failures(tmp_path, runexp):
+    specs = E.runs_for("table1", "quick")[:6]
+    jobs = runexp.make_jobs(specs, tmp_path, runexp.DataArgs())
+    seen = []
+
+    def fake(job, env):
+        seen.append((job.spec.fold, job.spec.fraction, env.get("CUDA_VISIBLE_DEVICES"),
+                     env.get("TF_FORCE_GPU_ALLOW_GROWTH")))
+        return 1 if job is jobs[2] else 0
+
+    failures = runexp.run_jobs(jobs, 2, ["0", "1"], launcher=fake, base_env={}, echo=lambda m: None)
+    assert [(j, s) for j, s in failures] == [(jobs[2], 1)]
+    assert len(seen) == 6 and {g for _, _, g, _ in seen} <= {"0", "1"}
+    assert all(grow is None for *_, grow in seen)  # one job per GPU: no sharing
+    seen.clear()
+    runexp.run_jobs(jobs, 3, ["0"], launcher=fake, base_env={}, echo=lambda m: None)
+    assert {(g, grow) for _, _, g, grow in seen} == {("0", "true")}  # shared GPU: allow growth
+    seen.clear()
+    runexp.run_jobs(jobs, 2, [], launcher=fake, base_env={}, echo=lambda m: None)
+    assert {g for _, _, g, _ in seen} == {None}  # CPU: CUDA_VISIBLE_DEVICES untouched
+
+
+def test_launch_appends_output_to_the_log(tmp_path, runexp):
+    log = tmp_path / "table1" / "x.log"
+    job = runexp.Job(E.runs_for("table1", "quick")[0],
+                     (sys.executable, "-c", "import os, sys; print('gpu=' + os.environ['CUDA_VISIBLE_DEVICES']);"
+                      " sys.exit(3)"), log)
+    env = runexp.job_env({"PATH": "/usr/bin:/bin"}, "1", shared=False)
+    assert runexp.launch(job, env) == 3
+    assert runexp.launch(job, env) == 3
+    text = log.read_text()
+    assert text.count("gpu=1") == 2 and text.count("=== ") == 2  # appended, with the command line
