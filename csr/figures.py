@@ -59,7 +59,7 @@ def learning_curves(histories: dict, expected: dict, out_path, title: str) -> Pa
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     else:
         ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
     out_path = Path(out_path)

@@ -36,6 +36,9 @@ class RunSpec:
     warmup_epochs: int | None = None
     joint_epochs: int | None = None
     supervised_epochs: int | None = None
+    warmup_lr: float | None = None
+    joint_lr: float | None = None
+    supervised_lr: float | None = None
     model_kwargs: tuple = field(default_factory=tuple)  # sorted (key, value) pairs, hashable
 
     def run_id(self) -> str:
@@ -93,9 +96,8 @@ def prepare_tables(spec: RunSpec, roots: sources.DataRoots):
 def build_config(spec: RunSpec, num_classes: int, data_info: dict):
     from csr.train import RunConfig
 
-    overrides = {k: v for k, v in (("warmup_epochs", spec.warmup_epochs),
-                                   ("joint_epochs", spec.joint_epochs),
-                                   ("supervised_epochs", spec.supervised_epochs)) if v is not None}
+    names = ("warmup_epochs", "joint_epochs", "supervised_epochs", "warmup_lr", "joint_lr", "supervised_lr")
+    overrides = {k: getattr(spec, k) for k in names if getattr(spec, k) is not None}
     overrides.setdefault("warmup_epochs", default_warmup_epochs(spec.target))
     weights = spec.weights
     if spec.method == "supervised":

@@ -73,7 +73,8 @@ class CellResult:
 
     @property
     def std(self) -> float:
-        return mean_std(self.values, self.ddof)[1]
+        """NaN ("n/a") below two folds: one fold says nothing about the spread."""
+        return mean_std(self.values, self.ddof)[1] if self.n >= 2 else math.nan
 
     @property
     def complete(self) -> bool:

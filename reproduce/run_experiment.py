@@ -13,7 +13,6 @@ fetched once, before any job starts, so parallel jobs never download the same ar
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
 import shlex
@@ -37,7 +36,7 @@ from csr.runner import RunSpec  # noqa: E402
 RUN_FOLD = REPO / "reproduce" / "run_fold.py"
 MAKE_TABLES = REPO / "reproduce" / "make_tables.py"
 CHOICES = E.TABLES + (E.FIGURE,)
-MODEL_KWARG_FLAGS = ("n_mels", "hop_length")  # the front-end overrides run_fold.py accepts
+MODEL_KWARG_FLAGS = ("n_mels", "hop_length", "bn_momentum")
 FLAGS = flags.FLAGS
 
 
@@ -100,7 +99,8 @@ def run_fold_command(spec: RunSpec, root, data: DataArgs, python: str = sys.exec
     for name in ("esc50_root", "us8k_root", "cache_dir"):
         if getattr(data, name):
             cmd.append(f"--{name}={getattr(data, name)}")
-    for name in ("warmup_epochs", "joint_epochs", "supervised_epochs"):
+    for name in ("warmup_epochs", "joint_epochs", "supervised_epochs", "warmup_lr", "joint_lr",
+                 "supervised_lr"):
         if getattr(spec, name) is not None:
             cmd.append(f"--{name}={getattr(spec, name)}")
     for key, value in spec.model_kwargs:
@@ -259,7 +259,7 @@ def main(argv):
             print(f"writing the tables failed (exit {tables_status})")
             status = 1
     if failures:
-        print(f"\n{len(failures)} run(s) failed (the others finished); see their logs:")
+        print(f"\n{len(failures)} of {len(jobs)} run(s) failed; see their logs:")
         for job, code in failures:
             print(f"  exit {code}: {job.log}")
         status = 1

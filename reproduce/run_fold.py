@@ -43,23 +43,28 @@ flags.DEFINE_string("out_dir", "results", "Where run folders are written.")
 flags.DEFINE_integer("warmup_epochs", None, "Override warm-up epochs (paper: 20 for ESC, 10 for US8K).")
 flags.DEFINE_integer("joint_epochs", None, "Override joint-training epochs (paper: 100).")
 flags.DEFINE_integer("supervised_epochs", None, "Override supervised-baseline epochs (paper: 200).")
+flags.DEFINE_float("warmup_lr", None, "Override the warm-up Adam learning rate (paper: 1e-4).")
+flags.DEFINE_float("joint_lr", None, "Override the joint-training Adam learning rate (paper: 1e-5).")
+flags.DEFINE_float("supervised_lr", None, "Override the baselines' Adam learning rate (paper: 1e-4).")
 flags.DEFINE_enum("backbone", "resnet50v2", ["resnet50v2", "small"], "Feature extractor f.")
 flags.DEFINE_string("weights", "imagenet", "Backbone init for non-random methods: imagenet, none, or a local .h5 path.")
 flags.DEFINE_integer("n_mels", None, "Override mel bins (paper: 128); for quick CPU runs.")
 flags.DEFINE_integer("hop_length", None, "Override STFT hop (paper: 230); for quick CPU runs.")
+flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (default: Keras' 0.99).")
 flags.DEFINE_bool("overwrite", False, "Delete an existing run folder and run again.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 
 def spec_from_flags() -> RunSpec:
-    model_kwargs = {k: v for k, v in (("n_mels", FLAGS.n_mels), ("hop_length", FLAGS.hop_length))
-                    if v is not None}
+    model_kwargs = {k: v for k, v in (("n_mels", FLAGS.n_mels), ("hop_length", FLAGS.hop_length),
+                                      ("bn_momentum", FLAGS.bn_momentum)) if v is not None}
     weights = None if FLAGS.weights.lower() == "none" else FLAGS.weights
     return RunSpec(
         experiment=FLAGS.experiment, method=FLAGS.method, target=FLAGS.target,
         unlabeled=FLAGS.unlabeled, fraction=FLAGS.fraction, fold=FLAGS.fold, seed=FLAGS.seed,
         backbone=FLAGS.backbone, weights=weights, warmup_epochs=FLAGS.warmup_epochs,
         joint_epochs=FLAGS.joint_epochs, supervised_epochs=FLAGS.supervised_epochs,
+        warmup_lr=FLAGS.warmup_lr, joint_lr=FLAGS.joint_lr, supervised_lr=FLAGS.supervised_lr,
         model_kwargs=tuple(sorted(model_kwargs.items())))
 
 

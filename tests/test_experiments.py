@@ -244,7 +244,10 @@ def test_plan_lists_runs_without_result_json(tmp_path, runexp):
 def test_command_rebuilds_the_same_runspec_in_run_fold(tmp_path, runexp):
     """Parse the command with run_fold.py's own flags: same RunSpec -> same run directory."""
     data = runexp.DataArgs("data/datasets", "/esc", "/us8k", "/cache")
-    specs = [E.runs_for("table1", "quick")[-1], E.runs_for("ablation", "paper")[5]]
+    fast = E.Profile(**{**E.PROFILES["quick"].to_json(), "joint_lr": 2e-4, "supervised_lr": 1e-3})
+    specs = [E.runs_for("table1", "quick")[-1], E.runs_for("ablation", "paper")[5],
+             E.runs_for("table1", fast)[0], E.runs_for("table2", fast)[3]]
+    assert specs[3].joint_lr == 2e-4 and "Learning rates changed: joint lr 0.0002" in fast.describe()
     commands = [runexp.run_fold_command(s, tmp_path, data, python="PY") for s in specs]
     for cmd in commands:
         assert cmd[:2] == ["PY", str(REPO / "reproduce" / "run_fold.py")]

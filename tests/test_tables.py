@@ -101,6 +101,8 @@ def test_table1_render_says_what_is_missing(tmp_path):
     assert "59.0 ± 5.0" in text and "95.2 ± 4.0" in text
     assert "| Supervised [19] |  | paper (quoted, not run) | 67.8 ± 4.0 | 82.5 ± 5.7 | 88.3 ± 3.0 | - | 91.7 ± 2.0 |" in text
     assert "NOT comparable" in text  # the quick profile says so above the table
+    row = next(ln for ln in text.splitlines() if ln.startswith("| Proposed | *best* | ours"))
+    assert row.split(" | ")[3].endswith("± n/a (1/2 folds)")  # one fold: no spread to report
 
 
 def test_table1_values_and_delta_rendered(tmp_path):
