@@ -6,9 +6,10 @@ The network is rebuilt from the run's config.json and given the run's final weig
 (model.weights.h5) or, for a run that has not finished, its last checkpoint (checkpoints/last.npz).
 Each file goes through `csr.audio.load_audio` exactly as training clips do (mono, the model's sample
 rate, RMS-normalised over the whole file, first clip length, zero-padded). With --windows a file is
-instead cut into consecutive non-overlapping clip-length windows covering all of it (the last one
-zero-padded) and the softmax is averaged over them, as is the embedding. Class names come from the
-run's class_names.json (a JSON list, index = label); without it classes print as class_<i>.
+instead cut into consecutive non-overlapping clip-length windows covering all of it and the softmax
+is averaged over them, as is the embedding; a last window holding at least half a clip of audio is
+zero-padded, a shorter remainder is dropped. Class names come from the run's class_names.json
+(a JSON list, index = label); without it classes print as class_<i>.
 A file that cannot be read is reported on stderr, the others are still classified, and the exit
 status is 1.
 """
@@ -147,7 +148,12 @@ def load_run(run_dir):
 
 
 def _num_windows(path, sample_rate, clip_samples) -> int:
-    """How many clip-length windows cover the file once resampled (read from the header only)."""
+    """How many clip-length windows cover the file once resampled (read from the header only).
+
+    A trailing remainder shorter than half a clip is dropped rather than padded into a window that
+    is mostly silence (ESC-50's "5 s" files run a millisecond over and would otherwise get a second,
+    empty window weighing as much as the real one); a file shorter than a clip is one window.
+    """
     import soundfile as sf
 
     from csr.audio import AudioError, read_audio
@@ -160,7 +166,7 @@ def _num_windows(path, sample_rate, clip_samples) -> int:
         raise AudioError(f"{path}: cannot decode audio ({err})") from err
     if header.samplerate <= 0:
         raise AudioError(f"{path}: file reports an invalid sample rate {header.samplerate!r}")
-    return max(1, math.ceil(header.frames * sample_rate / (header.samplerate * clip_samples) - 1e-9))
+    return max(1, math.floor(header.frames * sample_rate / (header.samplerate * clip_samples) + 0.5))
 
 
 def load_windows(path, sample_rate, clip_samples, windows: bool = False) -> np.ndarray:
@@ -296,7 +302,8 @@ def main(argv=None) -> int:
     parser.add_argument("--top_k", type=_positive_int, default=3, help="classes to print per file (default 3)")
     parser.add_argument("--windows", action="store_true",
                         help="average the softmax over consecutive non-overlapping clip-length (5 s) "
-                             "windows covering the whole file; default: the first clip, as in training")
+                             "windows covering the whole file (a remainder under half a clip is "
+                             "dropped); default: the first clip, as in training")
     parser.add_argument("--embed", metavar="OUT.npy",
                         help="write the backbone embeddings (n_ok_files, D) here, and the file names "
                              "to OUT.files.txt")

@@ -15,9 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from csr import sources
-from csr.runio import read_json
+from csr.runio import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
+
+# RunSpec fields passed to RunConfig unchanged: how a run executes (csr.distribute, mixed precision,
+# XLA) and the step options of csr.model.CSRModel.
+EXECUTION_OPTIONS = ("strategy", "mixed_precision", "jit_compile", "sync_bn", "local_negatives", "single_pass")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,14 @@ class RunSpec:
     joint_lr: float | None = None
     supervised_lr: float | None = None
     model_kwargs: tuple = field(default_factory=tuple)  # sorted (key, value) pairs, hashable
+    # How the run executes (csr.train.RunConfig): not part of run_id, so a table cell names the
+    # same run folder whatever hardware trains it.
+    strategy: str = "default"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    sync_bn: bool = False
+    local_negatives: bool = False
+    single_pass: bool = False
 
     def run_id(self) -> str:
         target = Path(self.target).stem if self.target.endswith(".csv") else self.target
@@ -102,9 +114,10 @@ def build_config(spec: RunSpec, num_classes: int, data_info: dict):
     weights = spec.weights
     if spec.method == "supervised":
         weights = None  # the random-initialisation baseline
+    execution = {k: getattr(spec, k) for k in EXECUTION_OPTIONS}
     return RunConfig(method=spec.method, num_classes=num_classes, seed=spec.seed,
                      backbone=spec.backbone, weights=weights, model_kwargs=dict(spec.model_kwargs),
-                     data=data_info, **overrides)
+                     data=data_info, **overrides, **execution)
 
 
 def execute(spec: RunSpec, roots: sources.DataRoots, out_dir, cache_dir, *, overwrite: bool = False,
@@ -138,4 +151,6 @@ def execute(spec: RunSpec, roots: sources.DataRoots, out_dir, cache_dir, *, over
             "test_clips": len(test), "unlabeled_clips": 0 if unlabeled is None else len(unlabeled),
             "classes": num_classes}
     cfg = build_config(spec, num_classes, info)
+    names = table.drop_duplicates("label").sort_values("label")["category"].tolist()
+    atomic_write_json(run_dir / "class_names.json", names)  # for csr.predict
     return run(cfg, data, run_dir, verbose=verbose)
