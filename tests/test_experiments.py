@@ -164,7 +164,7 @@ def test_profiles_shape_the_specs():
     quick = E.spec_for(cell, 1, E.PROFILES["quick"])
     assert (quick.backbone, quick.weights, quick.warmup_epochs, quick.joint_epochs,
             quick.supervised_epochs) == ("small", None, 2, 4, 6)
-    assert quick.model_kwargs == (("hop_length", 920), ("n_mels", 64))
+    assert quick.model_kwargs == (("bn_momentum", 0.9), ("hop_length", 920), ("n_mels", 64))
     assert E.result_root("results", E.PROFILES["quick"]) == Path("results/quick")
     assert E.result_root("results", E.PROFILES["paper"]) == Path("results")
     assert E.get_profile("paper", max_folds=1).folds("us8k") == (1,)
@@ -247,7 +247,7 @@ def test_command_rebuilds_the_same_runspec_in_run_fold(tmp_path, runexp):
     fast = E.Profile(**{**E.PROFILES["quick"].to_json(), "joint_lr": 2e-4, "supervised_lr": 1e-3})
     specs = [E.runs_for("table1", "quick")[-1], E.runs_for("ablation", "paper")[5],
              E.runs_for("table1", fast)[0], E.runs_for("table2", fast)[3]]
-    assert specs[3].joint_lr == 2e-4 and "Learning rates changed: joint lr 0.0002" in fast.describe()
+    assert specs[3].joint_lr == 2e-4 and "joint lr 0.0002" in fast.describe()
     commands = [runexp.run_fold_command(s, tmp_path, data, python="PY") for s in specs]
     for cmd in commands:
         assert cmd[:2] == ["PY", str(REPO / "reproduce" / "run_fold.py")]
@@ -267,7 +267,7 @@ def test_command_rebuilds_the_same_runspec_in_run_fold(tmp_path, runexp):
     rebuilt = [RunSpec(**{**d, "model_kwargs": tuple(tuple(p) for p in d["model_kwargs"])})
                for d in map(json.loads, out.stdout.splitlines())]
     assert rebuilt == specs
-    assert rebuilt[0].model_kwargs == (("hop_length", 920), ("n_mels", 64))
+    assert rebuilt[0].model_kwargs == (("bn_momentum", 0.9), ("hop_length", 920), ("n_mels", 64))
 
 
 def test_command_refuses_model_settings_run_fold_cannot_pass(runexp):
