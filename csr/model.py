@@ -8,6 +8,10 @@ waveform --log-mel front end--> (n_mels, frames, 3) image --f: backbone--> featu
 on (x, y) batches) or "proposed" (cross-entropy plus reg_weight times NT-Xent on the batch-split-mixed
 views). The front end is part of the model so training, evaluation and `predict` all take raw
 waveforms (batch, samples).
+
+The steps run unchanged on one device or under a tf.distribute strategy (csr.distribute): each
+replica returns its share of the global-batch loss, NT-Xent negatives come from every replica
+unless `local_negatives`, and the logged metrics are the global batch's.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import os
 import keras
 import tensorflow as tf
 
-from csr import config
+from csr import config, distribute
 from csr.features import LogMelSpectrogram, SpectrogramToImage, frames_for
-from csr.losses import contrastive_accuracy, nt_xent
+from csr.losses import anchor_logits, hits_from_logits
 
 BACKBONES = ("resnet50v2", "small")
 MODES = ("supervised", "proposed")
 VIEW_KEYS = ("s1", "s1_aug", "s2", "s2_aug")
+ROW_LABEL_KEYS = ("s1_y", "s2_y")  # label of each row of s1 / s2, -1 if unlabeled (single pass)
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 
 
@@ -155,11 +160,16 @@ class CSRModel(keras.Model):
     and in proposed mode also reg_loss (the sum of the two NT-Xent terms, unweighted) and contrastive_accuracy
     (mean of the two views' in-batch accuracies). Supervised mode omits the last two rather than
     logging a fake 0. The loss metric is the raw loss, so a NaN shows up for the trainer to stop on.
+
+    Two more step options, also baked into the trace: `local_negatives` (under a strategy, NT-Xent
+    negatives from the replica's own rows only, instead of the global batch as in SimCLR) and
+    `single_pass` (the proposed step takes f(x) from the backbone pass over the views instead of
+    a second pass over x; see `_single_pass_forward` for when that is the same computation).
     """
 
     def __init__(self, frontend, backbone, classifier, projector, *, mode="supervised",
                  reg_weight=config.REG_WEIGHT, temperature=config.TEMPERATURE, build_kwargs=None,
-                 **kwargs):
+                 local_negatives=False, single_pass=False, **kwargs):
         super().__init__(**kwargs)
         self.frontend = frontend
         self.backbone = backbone
@@ -168,6 +178,8 @@ class CSRModel(keras.Model):
         self.mode = mode
         self.reg_weight = reg_weight
         self.temperature = temperature
+        self.local_negatives = local_negatives
+        self.single_pass = single_pass
         # build_model's arguments, so a saved model can be rebuilt (see get_config).
         self.build_kwargs = dict(build_kwargs or {})
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -207,9 +219,28 @@ class CSRModel(keras.Model):
         self._temperature = float(value)
         self._retrace()
 
+    @property
+    def local_negatives(self):
+        return self._local_negatives
+
+    @local_negatives.setter
+    def local_negatives(self, value):
+        self._local_negatives = bool(value)
+        self._retrace()
+
+    @property
+    def single_pass(self):
+        return self._single_pass
+
+    @single_pass.setter
+    def single_pass(self, value):
+        self._single_pass = bool(value)
+        self._retrace()
+
     def _retrace(self):
-        # mode, reg_weight and temperature are baked into the traced train step as Python values;
-        # dropping the cached function makes a change take effect without a recompile.
+        # mode, reg_weight, temperature and the step options are baked into the traced train step
+        # as Python values; dropping the cached function makes a change take effect without a
+        # recompile.
         if getattr(self, "train_function", None) is not None:
             self.train_function = None
 
@@ -268,15 +299,39 @@ class CSRModel(keras.Model):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def _classification_loss(self, y, logits):
+    def _classification_share(self, y, logits):
+        """This replica's share of the global batch's mean cross-entropy: sum / global count."""
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=y, logits=tf.cast(logits, tf.float32))
-        return tf.reduce_mean(per_example), y
+        count = distribute.global_sum(tf.cast(tf.size(y), tf.float32))
+        return tf.reduce_sum(per_example) / count, y
+
+    def _contrastive_share(self, z, z_aug):
+        """This replica's shares of NT-Xent(z, z~) and of its in-batch accuracy over the global batch.
+
+        The replica's 2n anchors are scored against the 2N embeddings of all replicas (or of its own
+        rows with local_negatives) and summed, then divided by the global 2N: the shares of all
+        replicas add up to nt_xent / contrastive_accuracy of the whole batch on one device.
+        """
+        if self.local_negatives or distribute.num_replicas() == 1:
+            z_all, z_aug_all, offset = z, z_aug, 0
+        else:
+            dim = tf.shape(z)[1]
+            both, offset = distribute.gather_rows(tf.concat([z, z_aug], axis=1))
+            z_all, z_aug_all = both[:, :dim], both[:, dim:]
+        logits, labels = anchor_logits(z, z_aug, z_all, z_aug_all, offset, self.temperature)
+        per_anchor = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        anchors = distribute.global_sum(tf.cast(tf.size(labels), tf.float32))
+        hits = hits_from_logits(tf.stop_gradient(logits), labels)
+        return tf.reduce_sum(per_anchor) / anchors, tf.reduce_sum(hits) / anchors
 
     def _apply(self, tape, loss, variables):
-        grads = tape.gradient(loss, variables)
+        grads = distribute.sum_gradients(tape.gradient(loss, variables))
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            grads = distribute.agree_on_finite(grads)
         self.optimizer.apply(grads, variables)
+        distribute.average_moving_statistics(self)
 
     def _labeled_batch(self, data):
         if isinstance(data, dict):
@@ -299,53 +354,114 @@ class CSRModel(keras.Model):
                      + self.classifier.trainable_variables)  # g_p takes no part in this loss
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
-            loss, y = self._classification_loss(y, logits)
-            scaled = self.optimizer.scale_loss(loss)  # identity unless a LossScaleOptimizer
+            share, y = self._classification_share(y, logits)
+            scaled = self.optimizer.scale_loss(share)  # identity unless a LossScaleOptimizer
         self._apply(tape, scaled, variables)
+        loss = distribute.global_sum(share)  # the global batch's loss, the same on every replica
         self.loss_tracker.update_state(loss)
         self.clf_loss_tracker.update_state(loss)
-        self.accuracy_tracker.update_state(y, logits)
-        return {m.name: m.result() for m in self.metrics}
+        self._update_accuracy(*distribute.gather_constant((y, logits)))
+        return distribute.keras_logs(self.metrics)
+
+    def _update_accuracy(self, y, logits, weights=None):
+        # Every replica counts the whole global batch: Keras reads a metric's first replica copy
+        # at the end of an epoch, so replica-local counts would report one replica's accuracy.
+        self.accuracy_tracker.update_state(y, logits, sample_weight=weights)
+
+    def _proposed_batch(self, data):
+        if isinstance(data, (tuple, list)) and data and isinstance(data[0], dict):
+            data = data[0]  # train_on_batch(dict) arrives as (dict, None, None)
+        needed = (("x", "y") if not self.single_pass else ROW_LABEL_KEYS) + VIEW_KEYS
+        if not isinstance(data, dict) or not set(needed) <= set(data):
+            hint = (" (single_pass needs the per-row labels s1_y, s2_y that "
+                    "csr.pipeline.proposed_dataset provides)" if self.single_pass else "")
+            raise ValueError(
+                f"CSRModel in 'proposed' mode expects dict batches with keys {needed}, got "
+                f"{sorted(data) if isinstance(data, dict) else type(data)}{hint}"
+            )
+        return data
 
     def _proposed_step(self, data):
         """Algorithm 1 lines 9-13: L = CE(y, g_c(f(x))) + lambda * (NTXent(s1, s1~) + NTXent(s2, s2~))."""
-        if isinstance(data, (tuple, list)) and data and isinstance(data[0], dict):
-            data = data[0]  # train_on_batch(dict) arrives as (dict, None, None)
-        if not isinstance(data, dict) or not set(("x", "y") + VIEW_KEYS) <= set(data):
-            raise ValueError(
-                "CSRModel in 'proposed' mode expects dict batches with keys "
-                f"{('x', 'y') + VIEW_KEYS}, got {sorted(data) if isinstance(data, dict) else type(data)}"
-            )
+        data = self._proposed_batch(data)
         views = [tf.convert_to_tensor(data[k], dtype=tf.float32) for k in VIEW_KEYS]
         n1 = tf.shape(views[0])[0]
         n2 = tf.shape(views[2])[0]
         with tf.GradientTape() as tape:
-            logits = self(data["x"], training=True)
-            clf_loss, y = self._classification_loss(data["y"], logits)
-            # One backbone pass over all four views (4 x 20 = 80 clips at the paper's batch sizes).
-            z = self.project(tf.concat(views, axis=0), training=True)
+            if self.single_pass:  # y, logits of the global batch's rows, weight 0 if unlabeled
+                clf_share, y, logits, weights, z = self._single_pass_forward(data, views, n1, n2)
+            else:
+                logits = self(data["x"], training=True)
+                clf_share, y = self._classification_share(data["y"], logits)
+                y, logits = distribute.gather_constant((y, logits))
+                weights = None
+                # One backbone pass over all four views (4 x 20 = 80 clips at the paper's batch sizes).
+                z = self.project(tf.concat(views, axis=0), training=True)
             z1, z1_aug, z2, z2_aug = tf.split(z, tf.stack([n1, n1, n2, n2]), num=4, axis=0)
-            reg_loss = (nt_xent(z1, z1_aug, self.temperature)
-                        + nt_xent(z2, z2_aug, self.temperature))
-            loss = clf_loss + self.reg_weight * reg_loss
-            scaled = self.optimizer.scale_loss(loss)
+            reg1, hits1 = self._contrastive_share(z1, z1_aug)
+            reg2, hits2 = self._contrastive_share(z2, z2_aug)
+            reg_share = reg1 + reg2
+            share = clf_share + self.reg_weight * reg_share
+            scaled = self.optimizer.scale_loss(share)
         self._apply(tape, scaled, self.trainable_variables)
+        # One all-reduce for every logged number: the global batch's values on every replica.
+        loss, clf_loss, reg_loss, hits = tf.unstack(distribute.global_sum(
+            tf.stack([share, clf_share, reg_share, 0.5 * (hits1 + hits2)])))
         self.loss_tracker.update_state(loss)
         self.clf_loss_tracker.update_state(clf_loss)
         self.reg_loss_tracker.update_state(reg_loss)
-        self.accuracy_tracker.update_state(y, logits)
-        self.contrastive_accuracy_tracker.update_state(
-            0.5 * (contrastive_accuracy(z1, z1_aug) + contrastive_accuracy(z2, z2_aug)))
-        return {m.name: m.result() for m in self.metrics}
+        self._update_accuracy(y, logits, weights)
+        self.contrastive_accuracy_tracker.update_state(hits)
+        return distribute.keras_logs(self.metrics)
+
+    def _single_pass_forward(self, data, views, n1, n2):
+        """f(x) taken from the views' backbone pass: (clf share, y, logits, weights, z), one pass not two.
+
+        The labeled clips x are rows of s1 and s2 (batch_split_mix shuffles x with the unlabeled
+        clips and splits them), so g_c can read their features from the pass over the four views,
+        saving the second backbone pass over x (8 of 88 clips at the paper's batch sizes). The
+        labeled rows are those with s1_y / s2_y >= 0. g_c runs on all original rows with weight 1
+        for labeled rows and 0 for the others, in the cross-entropy and in its BatchNorm's batch
+        statistics (a masked BatchNorm), which keeps every shape static (XLA) and makes unlabeled
+        rows contribute nothing. Under a strategy the labeled rows may sit on other replicas, so
+        the original rows' features and labels are gathered and every replica applies g_c to the
+        whole global batch (its share is 1/replicas of that loss).
+
+        The result equals the two-pass step whenever f treats each clip independently: BatchNorm in
+        inference mode (frozen) or no BatchNorm. With training-mode BatchNorm in f the two differ:
+        the two-pass step normalises f(x) with the statistics of the labeled batch alone, this one
+        with the statistics of all views. g_c and the cross-entropy see the same labeled rows
+        either way (in another order, which neither a mean nor batch statistics depend on).
+        """
+        features = self.embed(tf.concat(views, axis=0), training=True)
+        z = self.projector(features, training=True)
+        f1, _, f2, _ = tf.split(features, tf.stack([n1, n1, n2, n2]), num=4, axis=0)
+        originals, _ = distribute.gather_rows(tf.concat([f1, f2], axis=0))
+        row_labels = distribute.gather_constant(tf.concat(
+            [tf.reshape(tf.cast(data[k], tf.int32), [-1]) for k in ROW_LABEL_KEYS], axis=0))
+        labeled = row_labels >= 0
+        weights = tf.cast(labeled, tf.float32)
+        y = tf.where(labeled, row_labels, tf.zeros_like(row_labels))
+        hidden = originals
+        for layer in self.classifier.layers:  # Dense-BN-ReLU-Dense, the BN over labeled rows only
+            if isinstance(layer, keras.layers.BatchNormalization):
+                hidden = layer(hidden, training=True, mask=labeled)
+            else:
+                hidden = layer(hidden, training=True)
+        logits = tf.cast(hidden, tf.float32)
+        per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        clf_loss = tf.reduce_sum(weights * per_row) / tf.reduce_sum(weights)
+        share = clf_loss / float(distribute.num_replicas())
+        return share, y, logits, weights, z
 
     def test_step(self, data):
         """Held-out (x, y): cross-entropy and accuracy, no augmentation, BN in inference mode."""
         x, y = self._labeled_batch(data)
         logits = self(x, training=False)
-        loss, y = self._classification_loss(y, logits)
-        self.loss_tracker.update_state(loss)
-        self.accuracy_tracker.update_state(y, logits)
-        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+        share, y = self._classification_share(y, logits)
+        self.loss_tracker.update_state(distribute.global_sum(share))
+        self._update_accuracy(*distribute.gather_constant((y, logits)))
+        return distribute.keras_logs([self.loss_tracker, self.accuracy_tracker])
 
     # -- saving -----------------------------------------------------------------------------------
 

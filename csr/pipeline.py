@@ -73,6 +73,20 @@ def supervised_dataset(waves, labels, *, epoch: int, seed: int, batch_size: int 
     return ds.prefetch(AUTOTUNE)
 
 
+def row_labels(source_index, labels):
+    """Label of each row of concat(s1, s2) from batch_split_mix's source_index; -1 if unlabeled.
+
+    Rows whose source index is below len(labels) come from the labeled batch (labels[index]); the
+    rest come from the unlabeled batch.
+    """
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    source_index = tf.cast(source_index, tf.int32)
+    n_labeled = tf.shape(labels)[0]
+    from_labeled = source_index < n_labeled
+    safe = tf.where(from_labeled, source_index, tf.zeros_like(source_index))
+    return tf.where(from_labeled, tf.gather(labels, safe), -tf.ones_like(source_index))
+
+
 def proposed_dataset(
     waves,
     labels,
@@ -89,6 +103,10 @@ def proposed_dataset(
     Each element holds "x" (labeled waveforms), "y" (their labels) and "s1", "s1_aug", "s2", "s2_aug"
     from `batch_split_mix` (Algorithm 1, lines 4-8). With config.use_unlabeled False (the -Unlabeled
     ablation) or no unlabeled clips, the contrastive batch is the labeled batch alone.
+    "s1_y", "s2_y" give the label of each row of s1 and s2, -1 for an unlabeled clip: the x rows
+    are rows of s1 and s2, which lets the model's single-pass step classify them from the views'
+    backbone pass (CSRModel.single_pass) and keeps each label beside its row when tf.distribute
+    splits the batch across replicas.
     """
     labels = np.asarray(labels, dtype=np.int32)
     steps = steps_per_epoch(len(labels), labeled_batch)
@@ -109,9 +127,12 @@ def proposed_dataset(
     def load(i, y, j, step):
         x = fetch_lab(i)
         u = fetch_unl(j) if fetch_unl is not None else tf.zeros([0, num_samples], tf.float32)
-        s1, s1_aug, s2, s2_aug = batch_split_mix(
-            x, u, config, seed=tf.stack([tf.constant(seed, tf.int64), step]))
-        return {"x": x, "y": y, "s1": s1, "s1_aug": s1_aug, "s2": s2, "s2_aug": s2_aug}
+        s1, s1_aug, s2, s2_aug, source = batch_split_mix(
+            x, u, config, seed=tf.stack([tf.constant(seed, tf.int64), step]), return_index=True)
+        row_y = row_labels(source, y)
+        half = tf.shape(s1)[0]
+        return {"x": x, "y": y, "s1": s1, "s1_aug": s1_aug, "s2": s2, "s2_aug": s2_aug,
+                "s1_y": row_y[:half], "s2_y": row_y[half:]}
 
     ds = tf.data.Dataset.from_tensor_slices((lab_plan, labels[lab_plan], unl_plan, step_ids))
     ds = ds.map(load, num_parallel_calls=AUTOTUNE)

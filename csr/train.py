@@ -6,10 +6,17 @@ optimizer state) atomically. A run killed at any point restarts from its last ch
 because every batch and every augmentation is a pure function of (seed, step), finishes with the
 same result.json as a run that was never interrupted. A non-finite loss stops the run with
 `TrainingDiverged` and leaves the last good checkpoint in place.
+
+Scale options (RunConfig): `strategy` (csr.distribute: one device, all local GPUs, or several
+machines; the model and optimizer are created in its scope and fit splits each global batch over
+the replicas), `mixed_precision` (Keras' mixed_float16 policy with dynamic loss scaling; the front
+end, logits, similarities and losses stay float32), `jit_compile` (XLA for the train and test
+steps), `sync_bn`, `local_negatives` and `single_pass` (see csr.model.CSRModel).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -65,10 +72,20 @@ class RunConfig:
     noise_snr_db: tuple = C.NOISE_SNR_DB
     model_kwargs: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # provenance only: dataset names, fold, fraction, counts
+    strategy: str = "default"  # csr.distribute.STRATEGIES
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    sync_bn: bool = False
+    local_negatives: bool = False
+    single_pass: bool = False
 
     def __post_init__(self):
+        from csr.distribute import STRATEGIES
+
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
     def phases(self) -> list[Phase]:
         if self.method in ("supervised", "supervised_imagenet"):
@@ -155,24 +172,53 @@ class _Checkpoint:
                 var.assign(z[key])
 
 
+# Fields added after the first runs were written: a config.json without them ran with these values.
+_LATER_FIELDS = {"strategy": "default", "mixed_precision": False, "jit_compile": False,
+                 "sync_bn": False, "local_negatives": False, "single_pass": False}
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed_precision: bool):
+    """Build under Keras' mixed_float16 policy when asked; the global policy is restored after."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    if mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def _build(cfg: RunConfig):
+    from csr.distribute import set_sync_batchnorm
     from csr.model import build_model
 
     weights = None if cfg.method == "supervised" else cfg.weights
-    model = build_model(cfg.num_classes, backbone=cfg.backbone, weights=weights, seed=cfg.seed,
-                        **cfg.model_kwargs)
+    with _dtype_policy(cfg.mixed_precision):
+        model = build_model(cfg.num_classes, backbone=cfg.backbone, weights=weights, seed=cfg.seed,
+                            **cfg.model_kwargs)
     model.reg_weight = cfg.reg_weight
     model.temperature = cfg.temperature
+    model.local_negatives = cfg.local_negatives
+    model.single_pass = cfg.single_pass
+    if cfg.sync_bn:
+        set_sync_batchnorm(model)
     return model
 
 
-def _compile(model, phase: Phase):
+def _compile(model, phase: Phase, jit_compile: bool = False):
+    """Compile for a phase; returns the optimizer whose state is checkpointed (the loss-scale
+    wrapper under mixed precision, so its scale resumes too)."""
     import keras
 
     model.mode = phase.mode
     optimizer = keras.optimizers.Adam(learning_rate=phase.learning_rate)
-    model.compile(optimizer=optimizer)  # CSRModel.compile builds the optimizer's state
-    return optimizer
+    # CSRModel.compile builds the optimizer's state; jit_compile is explicit (Keras' "auto" would
+    # switch XLA on by itself on a GPU), so the same flags run the same computation everywhere.
+    model.compile(optimizer=optimizer, jit_compile=bool(jit_compile))
+    return model.optimizer
 
 
 def _history_columns():
@@ -205,12 +251,21 @@ def run(cfg: RunConfig, data: RunData, run_dir, *, verbose: int = 2, stop_after_
     import tensorflow as tf
 
     from csr import pipeline
+    from csr.distribute import make_strategy, worker_subdir
 
-    run_dir = Path(run_dir)
+    strategy = make_strategy(cfg.strategy)
+    if cfg.jit_compile and strategy.num_replicas_in_sync > 1:
+        raise ValueError(
+            f"jit_compile with strategy {cfg.strategy!r} ({strategy.num_replicas_in_sync} replicas) is not "
+            "supported: XLA-compiled steps run on one device here (Keras itself switches XLA off under "
+            "tf.distribute); use --strategy=default or drop --jit_compile")
+    # Every worker of a multi-worker run trains the same model; only the chief writes run_dir, the
+    # others keep their own copy (and checkpoint) in a subfolder so that no two write one file.
+    run_dir = Path(run_dir) / worker_subdir(strategy)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
     if config_path.exists():
-        saved = read_json(config_path)
+        saved = {**_LATER_FIELDS, **read_json(config_path)}
         if saved != json.loads(json.dumps(cfg.to_json())):
             raise ValueError(f"{config_path}: a different configuration already lives in this run "
                              "directory; use another --out_dir or --overwrite")
@@ -218,8 +273,16 @@ def run(cfg: RunConfig, data: RunData, run_dir, *, verbose: int = 2, stop_after_
         atomic_write_json(config_path, cfg.to_json())
 
     keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
-    model = _build(cfg)
+    if cfg.jit_compile:
+        # XLA has no deterministic kernels for some ops (MaxPoolGrad on the CPU): an XLA run is
+        # repeatable only up to floating-point reassociation.
+        from tensorflow.python.framework import config as tf_config  # no public switch-off in TF 2.16
+
+        tf_config.disable_op_determinism()
+    else:
+        tf.config.experimental.enable_op_determinism()
+    with strategy.scope():  # variables (model, optimizer, metrics) mirrored on every replica
+        model = _build(cfg)
     phases = cfg.phases()
     ckpt = _Checkpoint(run_dir)
     history_path = run_dir / "history.csv"
@@ -238,7 +301,8 @@ def run(cfg: RunConfig, data: RunData, run_dir, *, verbose: int = 2, stop_after_
         if done_epochs >= phase_end:
             first_epoch = phase_end
             continue
-        optimizer = _compile(model, phase)
+        with strategy.scope():
+            optimizer = _compile(model, phase, cfg.jit_compile)
         if done_epochs > first_epoch:
             ckpt.restore(model, optimizer)  # resume inside this phase
         elif done_epochs > 0:

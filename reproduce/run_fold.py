@@ -51,6 +51,19 @@ flags.DEFINE_string("weights", "imagenet", "Backbone init for non-random methods
 flags.DEFINE_integer("n_mels", None, "Override mel bins (paper: 128); for quick CPU runs.")
 flags.DEFINE_integer("hop_length", None, "Override STFT hop (paper: 230); for quick CPU runs.")
 flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (default: Keras' 0.99).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
+                  "default: one device; mirrored: all local GPUs, the global batch split across them "
+                  "(add --sync_bn); "
+                  "multiworker: several machines described by TF_CONFIG.")
+flags.DEFINE_bool("mixed_precision", False,
+                  "mixed_float16 with dynamic loss scaling; front end, logits, similarities and losses stay float32.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train and test steps (one device only).")
+flags.DEFINE_bool("sync_bn", False, "BatchNorm statistics over the global batch instead of each replica's slice.")
+flags.DEFINE_bool("local_negatives", False,
+                  "Under a strategy, NT-Xent negatives from the replica's own rows only (default: all replicas').")
+flags.DEFINE_bool("single_pass", False,
+                  "Classify the labeled clips from the views' backbone pass instead of a second pass over x "
+                  "(~9% fewer backbone FLOPs; BatchNorm statistics then come from all views).")
 flags.DEFINE_bool("overwrite", False, "Delete an existing run folder and run again.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
@@ -65,13 +78,21 @@ def spec_from_flags() -> RunSpec:
         backbone=FLAGS.backbone, weights=weights, warmup_epochs=FLAGS.warmup_epochs,
         joint_epochs=FLAGS.joint_epochs, supervised_epochs=FLAGS.supervised_epochs,
         warmup_lr=FLAGS.warmup_lr, joint_lr=FLAGS.joint_lr, supervised_lr=FLAGS.supervised_lr,
-        model_kwargs=tuple(sorted(model_kwargs.items())))
+        model_kwargs=tuple(sorted(model_kwargs.items())),
+        strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        sync_bn=FLAGS.sync_bn, local_negatives=FLAGS.local_negatives, single_pass=FLAGS.single_pass)
 
 
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     spec = spec_from_flags()
+    from csr.distribute import StrategyError, make_strategy
+
+    try:  # before any TensorFlow op: a multi-worker strategy must configure the runtime first
+        make_strategy(spec.strategy)
+    except StrategyError as err:
+        raise app.UsageError(str(err))
     try:
         sources.check_combination(spec.method, spec.target, spec.unlabeled)
     except ValueError as err:
