@@ -13,7 +13,7 @@ RUN_FLAGS  = --profile=$(PROFILE) --jobs=$(JOBS) --data_root=$(DATA) --out_dir=$
              $(if $(ESC50_ROOT),--esc50_root=$(ESC50_ROOT)) $(if $(US8K_ROOT),--us8k_root=$(US8K_ROOT))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-all demo data synthetic table1 table2 ablation figure3 tables bench bench-frontend
+.PHONY: venv test test-all demo data synthetic table1 table2 ablation figure3 tables bench bench-frontend bench-step
 
 venv: $(STAMP)
 
@@ -53,7 +53,10 @@ tables: $(STAMP)
 	$(PY) reproduce/make_tables.py --results=$(OUT) --profile=$(PROFILE)
 
 ## bench: every benchmark, ratios measured side by side in one run
-bench: bench-frontend
+bench: bench-frontend bench-step
 
 bench-frontend: $(STAMP)
 	$(PY) reproduce/bench_frontend.py
+
+bench-step: $(STAMP)
+	$(PY) reproduce/bench_step.py
