@@ -9,6 +9,7 @@ PROFILE    ?= paper
 JOBS       ?= 1
 ESC50_ROOT ?=
 US8K_ROOT  ?=
+BENCH_FLAGS ?=
 RUN_FLAGS  = --profile=$(PROFILE) --jobs=$(JOBS) --data_root=$(DATA) --out_dir=$(OUT) \
              $(if $(ESC50_ROOT),--esc50_root=$(ESC50_ROOT)) $(if $(US8K_ROOT),--us8k_root=$(US8K_ROOT))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -58,5 +59,6 @@ bench: bench-frontend bench-step
 bench-frontend: $(STAMP)
 	$(PY) reproduce/bench_frontend.py
 
+## bench-step: train step vs bare backbone (ratio, peak memory), FLOPs per step, projected GPU-hours
 bench-step: $(STAMP)
-	$(PY) reproduce/bench_step.py
+	$(PY) reproduce/bench_step.py $(BENCH_FLAGS)
