@@ -13,6 +13,7 @@ fetched once, before any job starts, so parallel jobs never download the same ar
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import shlex
@@ -31,7 +32,9 @@ sys.path.insert(0, str(REPO))
 from csr import experiments as E  # noqa: E402
 from csr import sources  # noqa: E402
 from csr.runio import read_json  # noqa: E402
-from csr.runner import RunSpec  # noqa: E402
+from csr.runner import EXECUTION_OPTIONS, RunSpec  # noqa: E402
+
+_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSpec)}
 
 RUN_FOLD = REPO / "reproduce" / "run_fold.py"
 MAKE_TABLES = REPO / "reproduce" / "make_tables.py"
@@ -55,6 +58,14 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_folds", None, "Run only the first N folds of each target.")
     flags.DEFINE_integer("seed", None, "Seed of every run (default: the profile's, 0).")
     flags.DEFINE_bool("dry_run", False, "Print the plan and the commands, run nothing.")
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
+                      "tf.distribute strategy of every run (see run_fold.py).")
+    for name, text in (("mixed_precision", "float16 compute with loss scaling"),
+                       ("jit_compile", "XLA-compile the steps"),
+                       ("sync_bn", "BatchNorm over the global batch"),
+                       ("local_negatives", "NT-Xent negatives from each replica only"),
+                       ("single_pass", "one backbone pass per joint step")):
+        flags.DEFINE_bool(name, False, f"Passed to every run: {text}.")
     flags.DEFINE_bool("write_tables", True, "Write the tables and REPORT.md at the end.")
     flags.mark_flag_as_required("table")
 
@@ -103,6 +114,10 @@ def run_fold_command(spec: RunSpec, root, data: DataArgs, python: str = sys.exec
                  "supervised_lr"):
         if getattr(spec, name) is not None:
             cmd.append(f"--{name}={getattr(spec, name)}")
+    for name in EXECUTION_OPTIONS:  # how to run, not what: not part of the run id
+        value = getattr(spec, name)
+        if value != _SPEC_DEFAULTS[name]:
+            cmd.append(f"--{name}" if value is True else f"--{name}={value}")
     for key, value in spec.model_kwargs:
         if key not in MODEL_KWARG_FLAGS:
             raise ValueError(f"run_fold.py has no flag for model setting {key!r} "
@@ -232,7 +247,8 @@ def main(argv):
           f"{len(specs) - len(missing)} finished, {len(missing)} to run, under {root}")
     for note in profile.notes:
         print(f"note: {note}")
-    jobs = make_jobs(missing, root, data)
+    execution = {name: getattr(FLAGS, name) for name in EXECUTION_OPTIONS}
+    jobs = make_jobs([dataclasses.replace(s, **execution) for s in missing], root, data)
     if FLAGS.dry_run:
         for job in jobs:
             print(shlex.join(job.command))

@@ -329,3 +329,16 @@ def test_launch_appends_output_to_the_log(tmp_path, runexp):
     assert runexp.launch(job, env) == 3
     text = log.read_text()
     assert text.count("gpu=1") == 2 and text.count("=== ") == 2  # appended, with the command line
+
+
+def test_execution_options_reach_run_fold_and_keep_the_run_id(tmp_path, runexp):
+    import dataclasses
+
+    data = runexp.DataArgs("data/datasets", None, None, None)
+    spec = E.runs_for("table1", "paper")[0]
+    fast = dataclasses.replace(spec, strategy="mirrored", mixed_precision=True)
+    plain_cmd = runexp.run_fold_command(spec, tmp_path, data, python="PY")
+    fast_cmd = runexp.run_fold_command(fast, tmp_path, data, python="PY")
+    assert not any(a.startswith(("--strategy", "--mixed_precision")) for a in plain_cmd)
+    assert "--strategy=mirrored" in fast_cmd and "--mixed_precision" in fast_cmd
+    assert fast.run_id() == spec.run_id()
