@@ -45,27 +45,18 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """Flags are defined only when run as a script, so tests can import this module."""
+    from shared_flags import define_data_flags, define_execution_flags  # reproduce/ is sys.path[0]
+
+    define_data_flags()
     flags.DEFINE_list("table", None, f"One or more of {', '.join(CHOICES)}.")
     flags.DEFINE_enum("profile", "paper", list(E.PROFILES),
                       "paper: ResNet50V2/ImageNet/paper epochs; quick: small CPU check, not comparable.")
     flags.DEFINE_integer("jobs", 1, "Runs at a time (one GPU each when there are enough GPUs).")
-    flags.DEFINE_string("data_root", "data/datasets", "Folder holding ESC-50/ and UrbanSound8K/.")
-    flags.DEFINE_string("esc50_root", None, "Override: a folder in ESC-50's layout.")
-    flags.DEFINE_string("us8k_root", None, "Override: a folder in UrbanSound8K's layout.")
-    flags.DEFINE_string("cache_dir", None, "Waveform cache folder (default: <data_root>/cache).")
     flags.DEFINE_string("out_dir", "results", "Results folder (the quick profile writes <out_dir>/quick).")
-    flags.DEFINE_bool("download", True, "Download a missing dataset (before any run starts).")
     flags.DEFINE_integer("max_folds", None, "Run only the first N folds of each target.")
     flags.DEFINE_integer("seed", None, "Seed of every run (default: the profile's, 0).")
     flags.DEFINE_bool("dry_run", False, "Print the plan and the commands, run nothing.")
-    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
-                      "tf.distribute strategy of every run (see run_fold.py).")
-    for name, text in (("mixed_precision", "float16 compute with loss scaling"),
-                       ("jit_compile", "XLA-compile the steps"),
-                       ("sync_bn", "BatchNorm over the global batch"),
-                       ("local_negatives", "NT-Xent negatives from each replica only"),
-                       ("single_pass", "one backbone pass per joint step")):
-        flags.DEFINE_bool(name, False, f"Passed to every run: {text}.")
+    define_execution_flags()
     flags.DEFINE_bool("write_tables", True, "Write the tables and REPORT.md at the end.")
     flags.mark_flag_as_required("table")
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from csr import sources  # noqa: E402
 from csr.runner import RunSpec, execute  # noqa: E402
+from shared_flags import define_data_flags, define_execution_flags  # noqa: E402
 
 EXPERIMENTS = ("table1", "table2", "ablation", "custom", "demo")
 METHODS = ("supervised", "supervised_imagenet", "proposed", "no_mixing", "no_unlabeled")
@@ -34,11 +35,7 @@ flags.DEFINE_string("unlabeled", "esc40", "Unlabeled data: esc40, esc50, us8k, n
 flags.DEFINE_float("fraction", 1.0, "Fraction of each class's training clips that keep their label.")
 flags.DEFINE_integer("fold", 1, "Held-out test fold (ESC: 1-5, UrbanSound8K: 1-10).")
 flags.DEFINE_integer("seed", 0, "Seed for the label fraction, initialisation, batches and augmentation.")
-flags.DEFINE_string("data_root", "data/datasets", "Folder holding ESC-50/ and UrbanSound8K/ (downloaded if missing).")
-flags.DEFINE_string("esc50_root", None, "Override: a folder in ESC-50's layout (meta/esc50.csv, audio/).")
-flags.DEFINE_string("us8k_root", None, "Override: a folder in UrbanSound8K's layout.")
-flags.DEFINE_bool("download", True, "Download a missing dataset into --data_root.")
-flags.DEFINE_string("cache_dir", None, "Waveform cache folder (default: <data_root>/cache).")
+define_data_flags()
 flags.DEFINE_string("out_dir", "results", "Where run folders are written.")
 flags.DEFINE_integer("warmup_epochs", None, "Override warm-up epochs (paper: 20 for ESC, 10 for US8K).")
 flags.DEFINE_integer("joint_epochs", None, "Override joint-training epochs (paper: 100).")
@@ -51,19 +48,7 @@ flags.DEFINE_string("weights", "imagenet", "Backbone init for non-random methods
 flags.DEFINE_integer("n_mels", None, "Override mel bins (paper: 128); for quick CPU runs.")
 flags.DEFINE_integer("hop_length", None, "Override STFT hop (paper: 230); for quick CPU runs.")
 flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (default: Keras' 0.99).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
-                  "default: one device; mirrored: all local GPUs, the global batch split across them "
-                  "(add --sync_bn); "
-                  "multiworker: several machines described by TF_CONFIG.")
-flags.DEFINE_bool("mixed_precision", False,
-                  "mixed_float16 with dynamic loss scaling; front end, logits, similarities and losses stay float32.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the train and test steps (one device only).")
-flags.DEFINE_bool("sync_bn", False, "BatchNorm statistics over the global batch instead of each replica's slice.")
-flags.DEFINE_bool("local_negatives", False,
-                  "Under a strategy, NT-Xent negatives from the replica's own rows only (default: all replicas').")
-flags.DEFINE_bool("single_pass", False,
-                  "Classify the labeled clips from the views' backbone pass instead of a second pass over x "
-                  "(~9% fewer backbone FLOPs; BatchNorm statistics then come from all views).")
+define_execution_flags()
 flags.DEFINE_bool("overwrite", False, "Delete an existing run folder and run again.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
