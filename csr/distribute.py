@@ -94,6 +94,15 @@ def num_replicas() -> int:
     return 1 if context is None else int(context.num_replicas_in_sync)
 
 
+def replica_seed(seed):
+    """A stateless seed of this replica's own: `seed` with one replica, else seed folded with the
+    replica's id, so replicas that mix their own rows draw different random numbers."""
+    if num_replicas() == 1:
+        return seed
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int32))
+
+
 def global_sum(value):
     """Sum of `value` (a tensor or a nest of tensors) over all replicas; identity with one replica."""
     if num_replicas() == 1:

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from csr import config, distribute
+from csr.augment import AugmentConfig, mixed_views
 from csr.features import LogMelSpectrogram, SpectrogramToImage, frames_for
 from csr.losses import anchor_logits, hits_from_logits
 
@@ -29,6 +30,7 @@ BACKBONES = ("resnet50v2", "small")
 MODES = ("supervised", "proposed")
 VIEW_KEYS = ("s1", "s1_aug", "s2", "s2_aug")
 ROW_LABEL_KEYS = ("s1_y", "s2_y")  # label of each row of s1 / s2, -1 if unlabeled (single pass)
+RAW_KEYS = ("x", "y", "u", "mix_seed")  # raw clips + the step's seed: the step mixes them (mix_on=device)
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 
 
@@ -169,7 +171,7 @@ class CSRModel(keras.Model):
 
     def __init__(self, frontend, backbone, classifier, projector, *, mode="supervised",
                  reg_weight=config.REG_WEIGHT, temperature=config.TEMPERATURE, build_kwargs=None,
-                 local_negatives=False, single_pass=False, **kwargs):
+                 local_negatives=False, single_pass=False, augment=AugmentConfig(), **kwargs):
         super().__init__(**kwargs)
         self.frontend = frontend
         self.backbone = backbone
@@ -180,6 +182,7 @@ class CSRModel(keras.Model):
         self.temperature = temperature
         self.local_negatives = local_negatives
         self.single_pass = single_pass
+        self.augment = augment
         # build_model's arguments, so a saved model can be rebuilt (see get_config).
         self.build_kwargs = dict(build_kwargs or {})
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -235,6 +238,18 @@ class CSRModel(keras.Model):
     @single_pass.setter
     def single_pass(self, value):
         self._single_pass = bool(value)
+        self._retrace()
+
+    @property
+    def augment(self):
+        """The AugmentConfig the step mixes raw batches with (csr.pipeline mix_on="device")."""
+        return self._augment
+
+    @augment.setter
+    def augment(self, value):
+        if not isinstance(value, AugmentConfig):
+            raise ValueError(f"CSRModel.augment must be a csr.augment.AugmentConfig, got {value!r}")
+        self._augment = value
         self._retrace()
 
     def _retrace(self):
@@ -371,15 +386,31 @@ class CSRModel(keras.Model):
     def _proposed_batch(self, data):
         if isinstance(data, (tuple, list)) and data and isinstance(data[0], dict):
             data = data[0]  # train_on_batch(dict) arrives as (dict, None, None)
+        if isinstance(data, dict) and set(RAW_KEYS) <= set(data) and not set(VIEW_KEYS) & set(data):
+            data = self._mix_on_device(data)
         needed = (("x", "y") if not self.single_pass else ROW_LABEL_KEYS) + VIEW_KEYS
         if not isinstance(data, dict) or not set(needed) <= set(data):
             hint = (" (single_pass needs the per-row labels s1_y, s2_y that "
                     "csr.pipeline.proposed_dataset provides)" if self.single_pass else "")
             raise ValueError(
-                f"CSRModel in 'proposed' mode expects dict batches with keys {needed}, got "
-                f"{sorted(data) if isinstance(data, dict) else type(data)}{hint}"
+                f"CSRModel in 'proposed' mode expects dict batches with keys {needed} (or {RAW_KEYS}, "
+                f"mixed in the step), got {sorted(data) if isinstance(data, dict) else type(data)}{hint}"
             )
         return data
+
+    def _mix_on_device(self, data):
+        """Batch-split mixing inside the step (mix_on="device"): the views csr.pipeline would have
+        made on the host from the same seed. Under a strategy each replica mixes the rows it holds,
+        with its own seed (partners come from the replica's rows; NT-Xent negatives stay global)."""
+        seed = distribute.replica_seed(tf.cast(data["mix_seed"][0], tf.int64))
+        rows = data["x"].shape[0], data["u"].shape[0]
+        if None not in rows and sum(rows) % 2:
+            raise ValueError(
+                f"mix_on=device: each replica mixes its own rows, and {rows[0]} labeled + {rows[1]} "
+                f"unlabeled = {sum(rows)} is odd (batch-split mixing halves them); choose batch sizes "
+                f"whose per-replica total is even, or mix on the host (--mix_on=host)")
+        return mixed_views(tf.convert_to_tensor(data["x"], tf.float32), data["y"],
+                           tf.convert_to_tensor(data["u"], tf.float32), self.augment, seed)
 
     def _proposed_step(self, data):
         """Algorithm 1 lines 9-13: L = CE(y, g_c(f(x))) + lambda * (NTXent(s1, s1~) + NTXent(s2, s2~))."""

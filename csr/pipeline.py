@@ -6,6 +6,13 @@ what makes a killed run resume to the same result. The labeled set is read as an
 reshuffled passes, cut into full batches; an epoch is ceil(n_labeled / batch) steps, so every batch
 is full (the batch that wraps past the end of one pass takes its tail from the next shuffle) and the
 unlabeled stream simply continues from where the previous epoch stopped ("unlabeled data cycles").
+
+Joint training's batch-split mixing runs where `mix_on` says: "host" mixes in the tf.data map, so
+the model receives finished views; "device" sends the raw clips and the step's seed, and
+CSRModel.train_step mixes them on the accelerator. Both draw the same random numbers from the same
+(seed, step), so they give the same batches; "device" leaves the host only a memmap gather per
+step (thousands of clips/s), which keeps a fast GPU fed by a few CPU cores. "auto" picks "device"
+when a GPU is visible.
 """
 
 from __future__ import annotations
@@ -15,9 +22,20 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from csr.augment import AugmentConfig, batch_split_mix
+from csr.augment import AugmentConfig, mixed_views, row_labels  # noqa: F401 (row_labels re-exported)
 
 AUTOTUNE = tf.data.AUTOTUNE
+MIX_ON = ("auto", "host", "device")
+DEVICE_MIX_KEYS = ("x", "y", "u", "mix_seed")  # a "device" batch: raw clips and the step's seed
+
+
+def resolve_mix_on(mix_on: str) -> str:
+    """"auto" -> "device" when a GPU is visible, else "host"; checks the value."""
+    if mix_on not in MIX_ON:
+        raise ValueError(f"mix_on must be one of {', '.join(MIX_ON)}, got {mix_on!r}")
+    if mix_on == "auto":
+        return "device" if tf.config.list_logical_devices("GPU") else "host"
+    return mix_on
 
 
 def stream_indices(n: int, seed: int, start: int, count: int) -> np.ndarray:
@@ -73,20 +91,6 @@ def supervised_dataset(waves, labels, *, epoch: int, seed: int, batch_size: int 
     return ds.prefetch(AUTOTUNE)
 
 
-def row_labels(source_index, labels):
-    """Label of each row of concat(s1, s2) from batch_split_mix's source_index; -1 if unlabeled.
-
-    Rows whose source index is below len(labels) come from the labeled batch (labels[index]); the
-    rest come from the unlabeled batch.
-    """
-    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    source_index = tf.cast(source_index, tf.int32)
-    n_labeled = tf.shape(labels)[0]
-    from_labeled = source_index < n_labeled
-    safe = tf.where(from_labeled, source_index, tf.zeros_like(source_index))
-    return tf.where(from_labeled, tf.gather(labels, safe), -tf.ones_like(source_index))
-
-
 def proposed_dataset(
     waves,
     labels,
@@ -97,17 +101,22 @@ def proposed_dataset(
     config: AugmentConfig = AugmentConfig(),
     labeled_batch: int = 8,
     unlabeled_batch: int = 32,
+    mix_on: str = "host",
 ) -> tf.data.Dataset:
     """Dict batches for one epoch of joint training: labeled x, y and the batch-split-mixed views.
 
-    Each element holds "x" (labeled waveforms), "y" (their labels) and "s1", "s1_aug", "s2", "s2_aug"
-    from `batch_split_mix` (Algorithm 1, lines 4-8). With config.use_unlabeled False (the -Unlabeled
-    ablation) or no unlabeled clips, the contrastive batch is the labeled batch alone.
-    "s1_y", "s2_y" give the label of each row of s1 and s2, -1 for an unlabeled clip: the x rows
-    are rows of s1 and s2, which lets the model's single-pass step classify them from the views'
-    backbone pass (CSRModel.single_pass) and keeps each label beside its row when tf.distribute
-    splits the batch across replicas.
+    mix_on "host": each element is `csr.augment.mixed_views` (Algorithm 1, lines 4-8): "x" (labeled
+    waveforms), "y" (their labels), "s1", "s1_aug", "s2", "s2_aug" and "s1_y", "s2_y" (the label of
+    each row of s1 and s2, -1 for an unlabeled clip: the x rows are rows of s1 and s2, which lets the
+    single-pass step classify them from the views' backbone pass and keeps each label beside its row
+    when tf.distribute splits the batch across replicas).
+    mix_on "device": each element is DEVICE_MIX_KEYS: "x", "y", "u" (the unlabeled clips) and
+    "mix_seed" (the step's seed, repeated on every labeled row so it travels with the rows when a
+    strategy splits the batch); CSRModel.train_step makes the same views from them.
+    With config.use_unlabeled False (the -Unlabeled ablation) or no unlabeled clips, the contrastive
+    batch is the labeled batch alone.
     """
+    mix_on = resolve_mix_on(mix_on)
     labels = np.asarray(labels, dtype=np.int32)
     steps = steps_per_epoch(len(labels), labeled_batch)
     lab_plan = _epoch_index_plan(len(labels), seed, epoch, steps, labeled_batch)
@@ -127,12 +136,10 @@ def proposed_dataset(
     def load(i, y, j, step):
         x = fetch_lab(i)
         u = fetch_unl(j) if fetch_unl is not None else tf.zeros([0, num_samples], tf.float32)
-        s1, s1_aug, s2, s2_aug, source = batch_split_mix(
-            x, u, config, seed=tf.stack([tf.constant(seed, tf.int64), step]), return_index=True)
-        row_y = row_labels(source, y)
-        half = tf.shape(s1)[0]
-        return {"x": x, "y": y, "s1": s1, "s1_aug": s1_aug, "s2": s2, "s2_aug": s2_aug,
-                "s1_y": row_y[:half], "s2_y": row_y[half:]}
+        step_seed = tf.stack([tf.constant(seed, tf.int64), step])
+        if mix_on == "device":
+            return {"x": x, "y": y, "u": u, "mix_seed": tf.tile(step_seed[tf.newaxis], [tf.shape(y)[0], 1])}
+        return mixed_views(x, y, u, config, step_seed)
 
     ds = tf.data.Dataset.from_tensor_slices((lab_plan, labels[lab_plan], unl_plan, step_ids))
     ds = ds.map(load, num_parallel_calls=AUTOTUNE)

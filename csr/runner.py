@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 # RunSpec fields passed to RunConfig unchanged: how a run executes (csr.distribute, mixed precision,
 # XLA) and the step options of csr.model.CSRModel.
-EXECUTION_OPTIONS = ("strategy", "mixed_precision", "jit_compile", "sync_bn", "local_negatives", "single_pass")
+EXECUTION_OPTIONS = ("strategy", "mixed_precision", "jit_compile", "sync_bn", "local_negatives", "single_pass",
+                     "mix_on")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class RunSpec:
     sync_bn: bool = False
     local_negatives: bool = False
     single_pass: bool = False
+    mix_on: str = "auto"  # csr.pipeline.MIX_ON
 
     def run_id(self) -> str:
         target = Path(self.target).stem if self.target.endswith(".csv") else self.target

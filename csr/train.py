@@ -11,7 +11,8 @@ Scale options (RunConfig): `strategy` (csr.distribute: one device, all local GPU
 machines; the model and optimizer are created in its scope and fit splits each global batch over
 the replicas), `mixed_precision` (Keras' mixed_float16 policy with dynamic loss scaling; the front
 end, logits, similarities and losses stay float32), `jit_compile` (XLA for the train and test
-steps), `sync_bn`, `local_negatives` and `single_pass` (see csr.model.CSRModel).
+steps), `sync_bn`, `local_negatives` and `single_pass` (see csr.model.CSRModel), `mix_on` (where
+batch-split mixing runs; csr.pipeline).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class RunConfig:
     sync_bn: bool = False
     local_negatives: bool = False
     single_pass: bool = False
+    mix_on: str = "auto"  # csr.pipeline.MIX_ON: where batch-split mixing runs
 
     def __post_init__(self):
         from csr.distribute import STRATEGIES
@@ -86,6 +88,8 @@ class RunConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.mix_on not in ("auto", "host", "device"):  # csr.pipeline.MIX_ON (TF-free import here)
+            raise ValueError(f"unknown mix_on {self.mix_on!r}; choose one of auto, host, device")
 
     def phases(self) -> list[Phase]:
         if self.method in ("supervised", "supervised_imagenet"):
@@ -174,7 +178,7 @@ class _Checkpoint:
 
 # Fields added after the first runs were written: a config.json without them ran with these values.
 _LATER_FIELDS = {"strategy": "default", "mixed_precision": False, "jit_compile": False,
-                 "sync_bn": False, "local_negatives": False, "single_pass": False}
+                 "sync_bn": False, "local_negatives": False, "single_pass": False, "mix_on": "auto"}
 
 
 @contextlib.contextmanager
@@ -293,6 +297,8 @@ def run(cfg: RunConfig, data: RunData, run_dir, *, verbose: int = 2, stop_after_
         rows = [r for r in rows if int(r["epoch"]) < done_epochs]
     test_ds = pipeline.evaluation_dataset(data.test_waves, data.test_labels, cfg.eval_batch)
     augment = cfg.augment_config()
+    model.augment = augment  # used when the step mixes (mix_on "device")
+    mix_on = pipeline.resolve_mix_on(cfg.mix_on)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))
 
     first_epoch = 0
@@ -319,7 +325,7 @@ def run(cfg: RunConfig, data: RunData, run_dir, *, verbose: int = 2, stop_after_
                 train_ds = pipeline.proposed_dataset(
                     data.train_waves, data.train_labels, data.unlabeled_waves, epoch=local,
                     seed=cfg.seed, config=augment, labeled_batch=cfg.labeled_batch,
-                    unlabeled_batch=cfg.unlabeled_batch)
+                    unlabeled_batch=cfg.unlabeled_batch, mix_on=mix_on)
             fit = model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
                             callbacks=[tensorboard])
             logs = {k: float(v[-1]) for k, v in fit.history.items()}

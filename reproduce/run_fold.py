@@ -65,7 +65,8 @@ def spec_from_flags() -> RunSpec:
         warmup_lr=FLAGS.warmup_lr, joint_lr=FLAGS.joint_lr, supervised_lr=FLAGS.supervised_lr,
         model_kwargs=tuple(sorted(model_kwargs.items())),
         strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-        sync_bn=FLAGS.sync_bn, local_negatives=FLAGS.local_negatives, single_pass=FLAGS.single_pass)
+        sync_bn=FLAGS.sync_bn, local_negatives=FLAGS.local_negatives, single_pass=FLAGS.single_pass,
+        mix_on=FLAGS.mix_on)
 
 
 def main(argv):

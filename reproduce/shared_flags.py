@@ -34,3 +34,7 @@ def define_execution_flags() -> None:
     flags.DEFINE_bool("single_pass", False,
                       "Classify the labeled clips from the views' backbone pass instead of a second pass "
                       "over x (~9% fewer backbone FLOPs; BatchNorm statistics then come from all views).")
+    flags.DEFINE_enum("mix_on", "auto", ["auto", "host", "device"],
+                      "Where batch-split mixing runs: host (tf.data map), device (inside the train step, "
+                      "on the GPU; the host then only gathers clips), auto (device when a GPU is "
+                      "visible). Same seeds, same batches either way.")

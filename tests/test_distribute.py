@@ -37,14 +37,15 @@ def _tones(count, seed):
     return waves.astype(np.float32), labels.astype(np.int32)
 
 
-def proposed_batch(seed=0, labeled=8, unlabeled=8):
-    """One dict batch from the real pipeline: labeled tones + unlabeled noise, batch-split-mixed."""
+def proposed_batch(seed=0, labeled=8, unlabeled=8, mix_on="host"):
+    """One dict batch from the real pipeline: labeled tones + unlabeled noise, batch-split-mixed
+    (mix_on="host") or raw clips and the step's seed for the step to mix (mix_on="device")."""
     from csr import pipeline
 
     x, y = _tones(labeled, seed)
     u = np.random.default_rng(seed + 1).standard_normal((unlabeled, CLIP)).astype(np.float32)
     ds = pipeline.proposed_dataset(x, y, u, epoch=0, seed=seed, labeled_batch=labeled,
-                                   unlabeled_batch=unlabeled)
+                                   unlabeled_batch=unlabeled, mix_on=mix_on)
     return {k: v.numpy() for k, v in next(iter(ds)).items()}
 
 
@@ -161,6 +162,10 @@ def _worker() -> dict:
                                           for h in halves])),
     }
 
+    # mix_on="device": each replica mixes its own rows with its own seed.
+    logs_dev, grads_dev, _ = one_step(two, proposed_batch(seed=0, mix_on="device"), mode="proposed")
+    out["device_mixing"] = {"logs": logs_dev, "grad_norm": float(np.linalg.norm(_flat(grads_dev)))}
+
     # Without sync BN each replica updates its own copy of the moving statistics from its own
     # half; the step averages them so the copies stay equal.
     bn = model.backbone.get_layer("bn0")
@@ -207,7 +212,43 @@ def test_replicas_keep_one_copy_of_the_batchnorm_statistics(worker):
     assert moving["copies_max_diff"] < 1e-7
 
 
+def test_device_mixing_runs_on_two_replicas(worker):
+    result = worker["device_mixing"]
+    assert all(np.isfinite(v) for v in result["logs"].values())
+    assert set(result["logs"]) >= set(LOG_KEYS)
+    assert result["logs"]["reg_loss"] > 0.0 and result["grad_norm"] > 1e-2
+
+
 # ------------------------------------------------------------------- in process: precision, XLA
+
+@pytest.mark.parametrize("single_pass", [False, True])
+def test_mixing_in_the_step_equals_mixing_in_the_pipeline(single_pass):
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    host = proposed_batch(seed=5, labeled=4, unlabeled=4, mix_on="host")
+    device = proposed_batch(seed=5, labeled=4, unlabeled=4, mix_on="device")
+    assert set(device) == {"x", "y", "u", "mix_seed"}
+    kwargs = dict(mode="proposed", seed=5, policy="float64", single_pass=single_pass)
+    logs_host, grads_host, _ = one_step(strategy, host, **kwargs)
+    logs_device, grads_device, _ = one_step(strategy, device, **kwargs)
+    for key in LOG_KEYS:
+        assert logs_device[key] == pytest.approx(logs_host[key], rel=1e-5, abs=1e-6), key
+    assert grad_mismatch(grads_host, grads_device) < 1e-5
+
+
+def test_mixing_in_the_step_rejects_an_odd_total():
+    import keras
+
+    from csr.model import build_model
+
+    batch = proposed_batch(seed=6, labeled=3, unlabeled=2, mix_on="device")
+    model = build_model(2, seed=6, **TINY)
+    model.mode = "proposed"
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match="3 labeled \\+ 2 unlabeled = 5 is odd"):
+        model.train_on_batch(batch)
+
 
 def test_strategy_names_and_multiworker_needs_tf_config(monkeypatch):
     from csr.distribute import StrategyError, make_strategy

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from csr import config
-from csr.features import LogMelSpectrogram, SpectrogramToImage, frames_for
+from csr.features import (LogMelSpectrogram, SpectrogramToImage, frame_signal, frames_for,
+                          resolve_chunk_size)
 
 ESC10_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "esc10" / "audio"
 FULL = dict(sample_rate=22050, n_fft=1024, hop_length=230, n_mels=128, f_min=50.0, f_max=10000.0)
@@ -118,6 +119,41 @@ def test_graph_mode_dynamic_batch_and_xla():
     xla = tf.function(lambda w: SpectrogramToImage()(layer(w)), jit_compile=True)
     out = xla(x).numpy()  # raises if XLA cannot compile the STFT/matmul/reductions on this device
     np.testing.assert_allclose(out[..., 0], SpectrogramToImage()(eager).numpy()[..., 0], atol=1e-4)
+
+
+@pytest.mark.parametrize("samples,n_fft,hop", [
+    (110250, 1024, 230), (5000, 256, 64), (4000, 256, 300), (1000, 256, 1000), (999, 128, 128),
+    (10, 64, 7),
+])
+def test_frame_signal_equals_librosa_centred_frames(samples, n_fft, hop):
+    x = np.random.default_rng(samples).standard_normal((2, samples)).astype(np.float32)
+    ref = np.stack([librosa.util.frame(np.pad(r, n_fft // 2), frame_length=n_fft, hop_length=hop, axis=0)
+                    for r in x])
+    np.testing.assert_array_equal(frame_signal(tf.constant(x), n_fft, hop).numpy(), ref)
+    dynamic = tf.function(lambda w: frame_signal(w, n_fft, hop),
+                          input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    np.testing.assert_array_equal(dynamic(x).numpy(), ref)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4])
+def test_chunked_equals_whole_batch_for_any_batch_size(chunk):
+    x = np.stack(synthetic_signals(8000, 4096) + synthetic_signals(8000, 4096)[:1])  # 5 rows
+    whole = LogMelSpectrogram(**SMALL, chunk_size=0)(x).numpy()
+    layer = LogMelSpectrogram(**SMALL, chunk_size=chunk)
+    graph = tf.function(layer, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    for rows in (0, 1, 5):  # empty, less than a chunk, not a multiple of the chunk
+        out = graph(x[:rows]).numpy()
+        assert out.shape == (rows, SMALL["n_mels"], frames_for(4096, SMALL["hop_length"]))
+        np.testing.assert_allclose(out, whole[:rows], atol=1e-4)
+
+
+def test_chunk_size_auto_and_validation():
+    expected = 0 if tf.config.list_logical_devices("GPU") else 5
+    assert resolve_chunk_size(None, cpu_rows=5) == expected
+    assert resolve_chunk_size(0, 5) == 0 and resolve_chunk_size(3, 5) == 3
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="chunk_size"):
+            LogMelSpectrogram(chunk_size=bad)
 
 
 def test_spectrogram_to_image_minmax_and_none():
