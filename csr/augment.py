@@ -192,12 +192,12 @@ def batch_split_mix(labeled, unlabeled, config: AugmentConfig = AugmentConfig(),
     for part in parts:
         if part.shape.rank != 2:
             raise ValueError(f"batch_split_mix expects (batch, samples) waveforms, got shape {part.shape}")
-    x = tf.concat(parts, axis=0) if len(parts) > 1 else labeled
-    total_static = x.shape[0]
+    static_rows = [part.shape[0] for part in parts]
+    total_static = None if None in static_rows else sum(static_rows)
     if total_static is not None and total_static % 2:
         raise ValueError(f"batch_split_mix needs an even total batch to split in halves, got {total_static} "
                          f"rows ({' + '.join(str(p.shape[0]) for p in parts)})")
-    total = tf.shape(x)[0]
+    total = tf.add_n([tf.shape(part)[0] for part in parts])
     check = tf.debugging.assert_equal(total % 2, 0, message="batch_split_mix needs an even total batch "
                                       "(labeled + unlabeled rows) to split in halves")
     with tf.control_dependencies([check]):
@@ -206,7 +206,12 @@ def batch_split_mix(labeled, unlabeled, config: AugmentConfig = AugmentConfig(),
 
     seeds = tf.random.experimental.stateless_split(make_seed(seed), num=11)
     order = tf.argsort(tf.random.stateless_uniform([total], seed=seeds[0]))
-    shuffled = tf.gather(x, order)
+    if len(parts) > 1:  # row i of the concatenation goes to position inverse[i]: one copy, no concat
+        inverse = tf.math.invert_permutation(order)
+        n_labeled = tf.shape(parts[0])[0]
+        shuffled = tf.dynamic_stitch([inverse[:n_labeled], inverse[n_labeled:]], parts)
+    else:
+        shuffled = tf.gather(labeled, order)
     s1, s2 = shuffled[:half], shuffled[half:]
     s1_aug = _mixing(s1, s2, config, seeds[1:6], chunk)
     s2_aug = _mixing(s2, s1, config, seeds[6:11], chunk)

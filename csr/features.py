@@ -166,9 +166,11 @@ class LogMelSpectrogram(_Float32Layer):
         self.chunk_size = chunk_size
         self._compiled_chunks = None  # XLA-compiled chunk loop, made on first use
         # A plain array (not a weight): fixed by the config, so it never lands in checkpoints.
-        self._mel_t = mel_filterbank(
-            self.sample_rate, self.n_fft, self.n_mels, self.f_min, self.f_max
-        ).T.copy()  # (bins, n_mels) for a right-multiplication
+        # Only the FFT bins some mel filter uses (3..464 of 513 for 50 Hz-10 kHz) are kept.
+        filters = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.f_min, self.f_max)
+        used = np.flatnonzero(filters.any(axis=0))
+        self._bins = (int(used[0]), int(used[-1]) + 1) if used.size else (0, filters.shape[1])
+        self._mel_t = filters[:, self._bins[0]:self._bins[1]].T.copy()  # (bins, n_mels), right-multiplied
 
     def call(self, inputs):
         x = tf.convert_to_tensor(inputs, dtype=tf.float32)
@@ -181,7 +183,11 @@ class LogMelSpectrogram(_Float32Layer):
             return self._log_mel(x)
         if self._compiled_chunks is None:
             self._compiled_chunks = tf.function(self._log_mel_in_chunks, jit_compile=True)
-        return self._compiled_chunks(x, chunk)
+        # Two independent halves: XLA runs one chunk loop on one thread at a time, while the graph
+        # executor runs the two compiled halves side by side.
+        half = -(-tf.shape(x)[0] // (2 * chunk)) * chunk
+        return tf.concat([self._compiled_chunks(x[:half], chunk),
+                          self._compiled_chunks(x[half:], chunk)], axis=0)
 
     def _log_mel_in_chunks(self, x, chunk):
         samples = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
@@ -192,7 +198,7 @@ class LogMelSpectrogram(_Float32Layer):
         """The whole transform on a (rows, samples) batch."""
         frames = frame_signal(x, self.n_fft, self.hop_length)  # centred: librosa center=True
         window = tf.signal.hann_window(self.n_fft)  # periodic=True by default, as librosa's fftbins=True
-        stft = tf.signal.rfft(frames * window)  # (batch, frames, bins) complex64
+        stft = tf.signal.rfft(frames * window)[..., self._bins[0]:self._bins[1]]  # (batch, frames, bins)
         power = tf.math.square(tf.math.real(stft)) + tf.math.square(tf.math.imag(stft))
         mel = tf.matmul(power, tf.constant(self._mel_t))  # (batch, frames, n_mels)
         mel = tf.transpose(mel, [0, 2, 1])  # frames-last, like librosa
