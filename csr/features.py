@@ -13,10 +13,10 @@ Speed on a CPU (the demo, tests, a GPU-less workstation): a whole batch's STFT m
 ~80 MB of frames and spectra for 40 five-second clips, far more than the CPU caches, so the layer
 runs ``chunk_size`` rows at a time (csr.chunking; default "auto": chunks of 2 without a GPU, the
 whole batch with one), and compiles that chunk loop with XLA, which fuses the window, power and
-dB passes (together 2.5-3x faster than the whole-batch graph on 2 cores). The whole-batch path
-is plain graph code, compiled only if the caller asks (--jit_compile). The frames are cut by reshaping the
-signal into hop-long rows and concatenating shifted slices (a copy at memory speed) instead of
-``tf.signal.frame``'s gather; the numbers are the same.
+dB passes (together ~4x faster than the whole-batch graph on 2 cores). The whole-batch path
+is plain graph code, compiled only if the caller asks (--jit_compile). The frames are cut by
+reshaping the signal into hop-long rows and concatenating shifted slices (a copy at memory speed)
+instead of ``tf.signal.frame``'s gather; the numbers are the same.
 """
 
 from __future__ import annotations
