@@ -52,7 +52,8 @@ def map_rows(fn, inputs, chunk: int, row_shape, dtype=tf.float32) -> tf.Tensor:
 
     chunks = tf.nest.pack_sequence_as(inputs, [split(t) for t in flat])
     static = [d if isinstance(d, int) else None for d in row_shape]
-    out = tf.map_fn(fn, chunks, parallel_iterations=2,
+    # Two chunks in flight in a graph; eager map_fn runs one at a time (and warns if asked for more).
+    out = tf.map_fn(fn, chunks, parallel_iterations=None if tf.executing_eagerly() else 2,
                     fn_output_signature=tf.TensorSpec([chunk, *static], dtype))
     out = tf.reshape(out, tf.stack([padded, *row_shape]))
     return out if padded is rows else out[:rows]

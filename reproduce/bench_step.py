@@ -84,8 +84,7 @@ def make_batches(labeled: int, unlabeled: int, seed: int = 0):
     """(supervised (x, y), proposed dict) of decaying tones over noise, mixed by batch_split_mix."""
     import tensorflow as tf
 
-    from csr import pipeline
-    from csr.augment import AugmentConfig, batch_split_mix
+    from csr.augment import AugmentConfig, mixed_views
 
     rng = np.random.default_rng(seed)
     t = np.arange(C.CLIP_SAMPLES) / C.SAMPLE_RATE
@@ -93,11 +92,7 @@ def make_batches(labeled: int, unlabeled: int, seed: int = 0):
     clips = (clips + 0.1 * rng.standard_normal(clips.shape)).astype(np.float32)
     x, u = clips[:labeled], clips[labeled:]
     y = (np.arange(labeled) % 10).astype(np.int32)
-    s1, s1a, s2, s2a, source = batch_split_mix(x, u, AugmentConfig(), seed=seed, return_index=True)
-    rows = pipeline.row_labels(source, y)
-    half = int(s1.shape[0])
-    proposed = {"x": tf.constant(x), "y": tf.constant(y), "s1": s1, "s1_aug": s1a, "s2": s2, "s2_aug": s2a,
-                "s1_y": rows[:half], "s2_y": rows[half:]}
+    proposed = mixed_views(tf.constant(x), tf.constant(y), tf.constant(u), AugmentConfig(), seed)
     return (tf.constant(x), tf.constant(y)), proposed
 
 
