@@ -94,6 +94,40 @@ def test_no_unlabeled_ablation_uses_the_labeled_batch_alone():
     assert sorted(np.rint(rows).astype(int) - 1) == sorted(_row_ids(batch["x"]))
 
 
+@pytest.mark.parametrize("cfg", [AugmentConfig(), AugmentConfig(use_unlabeled=False)])
+def test_device_batches_carry_raw_clips_and_the_host_seed(cfg):
+    """mix_on="device" hands the step the same clips and seed the host would have mixed."""
+    from csr.augment import mixed_views
+
+    labeled, unlabeled = _tagged(12), _tagged(40, offset=1000.0)
+    labels = np.arange(12)
+    host = list(pipeline.proposed_dataset(labeled, labels, unlabeled, epoch=1, seed=3, config=cfg))
+    device = list(pipeline.proposed_dataset(labeled, labels, unlabeled, epoch=1, seed=3, config=cfg,
+                                            mix_on="device"))
+    assert len(host) == len(device) == 2
+    for h, d in zip(host, device):
+        assert set(d) == set(pipeline.DEVICE_MIX_KEYS)
+        assert d["mix_seed"].shape == (8, 2) and len(set(map(tuple, d["mix_seed"].numpy()))) == 1
+        assert d["u"].shape == ((32 if cfg.use_unlabeled else 0), N_SAMPLES)
+        views = mixed_views(d["x"], d["y"], d["u"], cfg, d["mix_seed"][0])
+        assert set(views) == set(h)
+        for key in h:
+            np.testing.assert_allclose(views[key].numpy(), h[key].numpy(), atol=1e-5, err_msg=key)
+
+
+def test_mix_on_auto_and_validation():
+    import tensorflow as tf
+
+    assert pipeline.resolve_mix_on("auto") == ("device" if tf.config.list_logical_devices("GPU") else "host")
+    assert pipeline.resolve_mix_on("device") == "device"
+    with pytest.raises(ValueError, match="mix_on must be one of auto, host, device"):
+        pipeline.resolve_mix_on("gpu")
+    from csr.train import RunConfig
+
+    with pytest.raises(ValueError, match="unknown mix_on 'gpu'"):
+        RunConfig(method="proposed", mix_on="gpu")
+
+
 def test_evaluation_keeps_order_and_every_clip():
     waves, labels = _tagged(70), np.arange(70) % 3
     batches = list(pipeline.evaluation_dataset(waves, labels, batch_size=32))
