@@ -22,7 +22,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from csr.augment import AugmentConfig, mixed_views, row_labels  # noqa: F401 (row_labels re-exported)
+from csr.augment import CPU_CHUNK_ROWS, AugmentConfig, mixed_views
+from csr.augment import row_labels  # noqa: F401  (re-exported: pipeline.row_labels)
 
 AUTOTUNE = tf.data.AUTOTUNE
 MIX_ON = ("auto", "host", "device")
@@ -139,7 +140,8 @@ def proposed_dataset(
         step_seed = tf.stack([tf.constant(seed, tf.int64), step])
         if mix_on == "device":
             return {"x": x, "y": y, "u": u, "mix_seed": tf.tile(step_seed[tf.newaxis], [tf.shape(y)[0], 1])}
-        return mixed_views(x, y, u, config, step_seed)
+        # tf.data maps run on the host CPU even when a GPU is visible: always the CPU's chunking.
+        return mixed_views(x, y, u, config, step_seed, chunk_size=CPU_CHUNK_ROWS)
 
     ds = tf.data.Dataset.from_tensor_slices((lab_plan, labels[lab_plan], unl_plan, step_ids))
     ds = ds.map(load, num_parallel_calls=AUTOTUNE)
