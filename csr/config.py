@@ -16,6 +16,8 @@ NUM_FRAMES = 1 + CLIP_SAMPLES // HOP_LENGTH  # 480 with centred framing
 MIX_SNR_DB = (-5.0, 20.0)
 NOISE_SNR_DB = (0.0, 6.0)
 NOISE_COLORS = ("white", "pink", "brown", "blue", "violet", "grey")
+# Where batch-split mixing runs (csr.pipeline): auto = on the device when a GPU is visible.
+MIX_ON = ("auto", "host", "device")
 
 TEMPERATURE = 0.01
 REG_WEIGHT = 0.05

@@ -25,12 +25,12 @@ from csr import config, distribute
 from csr.augment import AugmentConfig, mixed_views
 from csr.features import LogMelSpectrogram, SpectrogramToImage, frames_for
 from csr.losses import anchor_logits, hits_from_logits
+from csr.pipeline import DEVICE_MIX_KEYS  # raw clips + the step's seed: the step mixes them
 
 BACKBONES = ("resnet50v2", "small")
 MODES = ("supervised", "proposed")
 VIEW_KEYS = ("s1", "s1_aug", "s2", "s2_aug")
 ROW_LABEL_KEYS = ("s1_y", "s2_y")  # label of each row of s1 / s2, -1 if unlabeled (single pass)
-RAW_KEYS = ("x", "y", "u", "mix_seed")  # raw clips + the step's seed: the step mixes them (mix_on=device)
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 
 
@@ -386,14 +386,14 @@ class CSRModel(keras.Model):
     def _proposed_batch(self, data):
         if isinstance(data, (tuple, list)) and data and isinstance(data[0], dict):
             data = data[0]  # train_on_batch(dict) arrives as (dict, None, None)
-        if isinstance(data, dict) and set(RAW_KEYS) <= set(data) and not set(VIEW_KEYS) & set(data):
+        if isinstance(data, dict) and set(DEVICE_MIX_KEYS) <= set(data) and not set(VIEW_KEYS) & set(data):
             data = self._mix_on_device(data)
         needed = (("x", "y") if not self.single_pass else ROW_LABEL_KEYS) + VIEW_KEYS
         if not isinstance(data, dict) or not set(needed) <= set(data):
             hint = (" (single_pass needs the per-row labels s1_y, s2_y that "
                     "csr.pipeline.proposed_dataset provides)" if self.single_pass else "")
             raise ValueError(
-                f"CSRModel in 'proposed' mode expects dict batches with keys {needed} (or {RAW_KEYS}, "
+                f"CSRModel in 'proposed' mode expects dict batches with keys {needed} (or {DEVICE_MIX_KEYS}, "
                 f"mixed in the step), got {sorted(data) if isinstance(data, dict) else type(data)}{hint}"
             )
         return data

@@ -23,10 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from csr.augment import CPU_CHUNK_ROWS, AugmentConfig, mixed_views
+from csr.config import MIX_ON
 from csr.augment import row_labels  # noqa: F401  (re-exported: pipeline.row_labels)
 
 AUTOTUNE = tf.data.AUTOTUNE
-MIX_ON = ("auto", "host", "device")
 DEVICE_MIX_KEYS = ("x", "y", "u", "mix_seed")  # a "device" batch: raw clips and the step's seed
 
 

@@ -53,7 +53,7 @@ class RunSpec:
     sync_bn: bool = False
     local_negatives: bool = False
     single_pass: bool = False
-    mix_on: str = "auto"  # csr.pipeline.MIX_ON
+    mix_on: str = "auto"  # config.MIX_ON
 
     def run_id(self) -> str:
         target = Path(self.target).stem if self.target.endswith(".csv") else self.target

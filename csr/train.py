@@ -79,7 +79,7 @@ class RunConfig:
     sync_bn: bool = False
     local_negatives: bool = False
     single_pass: bool = False
-    mix_on: str = "auto"  # csr.pipeline.MIX_ON: where batch-split mixing runs
+    mix_on: str = "auto"  # config.MIX_ON: where batch-split mixing runs
 
     def __post_init__(self):
         from csr.distribute import STRATEGIES
@@ -88,8 +88,8 @@ class RunConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.mix_on not in ("auto", "host", "device"):  # csr.pipeline.MIX_ON (TF-free import here)
-            raise ValueError(f"unknown mix_on {self.mix_on!r}; choose one of auto, host, device")
+        if self.mix_on not in C.MIX_ON:
+            raise ValueError(f"unknown mix_on {self.mix_on!r}; choose one of {', '.join(C.MIX_ON)}")
 
     def phases(self) -> list[Phase]:
         if self.method in ("supervised", "supervised_imagenet"):

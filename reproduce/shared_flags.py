@@ -6,6 +6,8 @@ every run_fold.py it starts.
 
 from absl import flags
 
+from csr.config import MIX_ON
+
 
 def define_data_flags() -> None:
     """--data_root, --esc50_root, --us8k_root, --cache_dir, --download."""
@@ -34,7 +36,7 @@ def define_execution_flags() -> None:
     flags.DEFINE_bool("single_pass", False,
                       "Classify the labeled clips from the views' backbone pass instead of a second pass "
                       "over x (~9% fewer backbone FLOPs; BatchNorm statistics then come from all views).")
-    flags.DEFINE_enum("mix_on", "auto", ["auto", "host", "device"],
+    flags.DEFINE_enum("mix_on", "auto", list(MIX_ON),
                       "Where batch-split mixing runs: host (tf.data map), device (inside the train step, "
                       "on the GPU; the host then only gathers clips), auto (device when a GPU is "
                       "visible). Same seeds, same batches either way.")
