@@ -14,7 +14,7 @@ RUN_FLAGS  = --profile=$(PROFILE) --jobs=$(JOBS) --data_root=$(DATA) --out_dir=$
              $(if $(ESC50_ROOT),--esc50_root=$(ESC50_ROOT)) $(if $(US8K_ROOT),--us8k_root=$(US8K_ROOT))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-all demo data synthetic table1 table2 ablation figure3 tables bench bench-frontend bench-step
+.PHONY: venv test test-all lint demo data synthetic table1 table2 ablation figure3 tables bench bench-frontend bench-step
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ $(STAMP): setup.cfg setup.py
 ## test: the README's test command (fast, no network)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+## lint: ruff (pyflakes, pycodestyle, import order, bugbear; ruff.toml) on the whole tree
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 ## test-all: also the slow tests (every real ESC-10 clip, longer training)
 test-all: $(STAMP)

@@ -11,20 +11,18 @@ drawn per row (csr.noise) and both SNRs are exact per row. The anchor ``offset(a
 level: only the partner and the noise are scaled, so the augmented view is not re-normalised.
 
 All randomness comes from stateless ops keyed by one seed, so the whole function runs inside a
-``tf.data`` map or a ``tf.function`` and is reproducible. ``python -m csr.augment --demo OUT_DIR``
-writes original/augmented WAV pairs and their log-mel spectrograms for a listening check.
+``tf.data`` map or a ``tf.function`` and is reproducible. csr.listening writes original/augmented
+WAV pairs and their log-mel spectrograms for a listening check (`csr-listen OUT_DIR`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from pathlib import Path
 
 import tensorflow as tf
 
-from csr.config import MIX_SNR_DB, NOISE_COLORS, NOISE_SNR_DB
 from csr.chunking import map_rows, resolve_chunk_size
+from csr.config import MIX_SNR_DB, NOISE_COLORS, NOISE_SNR_DB
 from csr.noise import COLORS, make_seed, shape_noise, spectral_table, spectrum_uniforms
 
 # Mean-square power below which a waveform counts as digital silence (-120 dB re RMS 1; clips are
@@ -246,124 +244,3 @@ def mixed_views(x, y, unlabeled, config: AugmentConfig, seed, chunk_size: int | 
     half = tf.shape(s1)[0]
     return {"x": x, "y": y, "s1": s1, "s1_aug": s1_aug, "s2": s2, "s2_aug": s2_aug,
             "s1_y": labels[:half], "s2_y": labels[half:]}
-
-
-# ----------------------------------------------------------------------------- listening check
-
-def _demo_sources(data_dir: Path | None, count: int, sample_rate: int, num_samples: int):
-    """`count` real clips (one per category where possible) or synthetic tones/chirps; with names."""
-    import numpy as np
-
-    if data_dir is not None and (data_dir / "audio").is_dir():
-        files = sorted((data_dir / "audio").glob("*.ogg")) + sorted((data_dir / "audio").glob("*.wav"))
-        meta = data_dir / "meta" / "esc50.csv"
-        if meta.is_file():  # one clip per category for variety
-            import pandas as pd
-
-            table = pd.read_csv(meta).drop_duplicates("category")
-            files = [data_dir / "audio" / f for f in table["filename"]] + files
-        files = list(dict.fromkeys(files))[:count]
-        if len(files) == count:
-            try:
-                from csr.audio import load_audio
-            except ImportError:
-                load_audio = None
-            clips = []
-            for path in files:
-                if load_audio is not None:
-                    clips.append(load_audio(path, sr=sample_rate, seconds=num_samples / sample_rate))
-                else:
-                    import librosa
-                    import soundfile as sf
-
-                    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-                    audio = librosa.resample(audio.mean(axis=1), orig_sr=sr, target_sr=sample_rate,
-                                             res_type="soxr_hq")
-                    audio = audio / max(float(np.sqrt(np.mean(audio**2))), 1e-12)
-                    clips.append(np.pad(audio, (0, max(0, num_samples - len(audio))))[:num_samples])
-            return np.stack(clips).astype(np.float32), [p.stem for p in files]
-
-    print(f"no {count} clips under {data_dir}/audio: using synthetic tones and chirps")
-    t = np.arange(num_samples) / sample_rate
-    clips, names = [], []
-    for i in range(count):
-        start = (i * 0.6) % 3.5
-        envelope = np.exp(-4.0 * np.clip(t - start, 0, None)) * (t >= start)
-        if i % 2:
-            f0, f1 = 300.0 * (i + 1), 4000.0
-            phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * t[-1]))
-            clip, name = np.sin(phase), f"chirp{i}"
-        else:
-            clip, name = np.sin(2 * np.pi * 220.0 * (i + 1) * t) * envelope, f"tone{i}"
-        clips.append(clip / np.sqrt(np.mean(clip**2)))
-        names.append(name)
-    return np.stack(clips).astype(np.float32), names
-
-
-def demo(out_dir, seed: int = 0, data_dir=None, pairs: int = 4) -> list[Path]:
-    """Write `pairs` original/augmented WAV pairs and one PNG of their log-mel spectrograms."""
-    import librosa
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import soundfile as sf
-
-    from csr import config
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clips, names = _demo_sources(None if data_dir is None else Path(data_dir), 2 * pairs,
-                                 config.SAMPLE_RATE, config.CLIP_SAMPLES)
-    labeled, unlabeled = clips[:pairs], clips[pairs:]
-    s1, s1_aug, s2, s2_aug, index = (t.numpy() for t in batch_split_mix(
-        labeled, unlabeled, AugmentConfig(), seed=seed, return_index=True))
-    originals = np.concatenate([s1, s2])
-    augmented = np.concatenate([s1_aug, s2_aug])
-    written = []
-    fig, axes = plt.subplots(pairs, 2, figsize=(11, 2.6 * pairs), squeeze=False)
-    for k in range(pairs):
-        row = k // 2 if k % 2 == 0 else len(s1) + k // 2  # alternate between the two halves
-        name = names[int(index[row])]
-        scale = 0.99 / max(np.abs(originals[row]).max(), np.abs(augmented[row]).max(), 1e-9)
-        images = {}
-        for kind, wave in (("original", originals[row]), ("augmented", augmented[row])):
-            path = out_dir / f"pair{k}_{name}_{kind}.wav"
-            sf.write(path, wave * scale, config.SAMPLE_RATE, subtype="PCM_16")  # same scale: levels comparable
-            written.append(path)
-            mel = librosa.feature.melspectrogram(y=wave, sr=config.SAMPLE_RATE, n_fft=config.N_FFT,
-                                                 hop_length=config.HOP_LENGTH, n_mels=config.N_MELS,
-                                                 fmin=config.F_MIN, fmax=config.F_MAX)
-            images[kind] = librosa.power_to_db(mel, ref=1.0, amin=config.AMIN, top_db=config.TOP_DB)
-        vmax = max(img.max() for img in images.values())  # one colour scale per pair
-        for col, (kind, img) in enumerate(images.items()):
-            ax = axes[k, col]
-            ax.imshow(img, origin="lower", aspect="auto", cmap="magma", vmin=vmax - config.TOP_DB, vmax=vmax)
-            ax.set_title(f"{name} ({kind})", fontsize=9)
-            ax.set_xlabel("frame")
-            ax.set_ylabel("mel bin")
-    fig.tight_layout()
-    png = out_dir / "logmel_pairs.png"
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    written.append(png)
-    return written
-
-
-def main(argv=None) -> None:
-    default_data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "esc10"
-    parser = argparse.ArgumentParser(prog="python -m csr.augment", description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", metavar="OUT_DIR", required=True,
-                        help="write original/augmented WAV pairs and a log-mel PNG here")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", default=str(default_data),
-                        help="ESC-50-layout folder with audio/ (default: ../shared/data/esc10); "
-                             "synthetic tones/chirps when absent")
-    args = parser.parse_args(argv)
-    for path in demo(args.demo, seed=args.seed, data_dir=args.data):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,17 +6,27 @@ Decoding and resampling 8,732 UrbanSound8K clips takes far longer than an epoch,
 Layout in `cache_dir`, per cache key (a hash of the ordered sources and the settings):
   waveforms-<key>.npy   float16 (N, int(sr * seconds)), rows in DataFrame order
   waveforms-<key>.json  manifest: format version, settings, the sources (path, size, mtime_ns),
-                        which rows are done, and a blake2b checksum of the finished .npy
+                        which rows are done, the files that failed to decode (with the reason),
+                        and a blake2b checksum of the finished .npy
 A changed source file changes the key, so the cache is rebuilt; rows whose source is unchanged are
 copied from any older cache in the directory instead of decoded again (this is also how a build
 that stopped on a broken file resumes after the file is fixed or its row removed). An interrupted
 build resumes from its manifest. A truncated or corrupted cache is rebuilt with a warning.
 Float16 keeps ~3 significant digits at any level, which suits RMS-normalised audio (peaks > 1).
+
+`load_waveforms` needs every file (a labeled clip that cannot be read stops the run, naming it);
+`load_waveforms_skipping`, for a user's unlabeled recordings, leaves unreadable files out with one
+warning. A failure is remembered per file identity, so a rerun does not decode an unchanged bad
+file again; a changed file (size, mtime or ctime, e.g. after chmod) or decoder is retried.
+A finished cache in a folder the user cannot write (a shared, read-only copy) is read without
+locking; building one there is a CacheError. Files are created with the user's umask.
+Paths that are not valid UTF-8 are stored in the JSON manifest as \\udcXX escapes, which round-trip.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -28,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from csr import config
-from csr.audio import AudioError, load_audio
+from csr.audio import DECODER_REVISION, AudioError, load_audio
+from csr.errors import UserError
+from csr.runio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +49,36 @@ DTYPE = np.dtype(np.float16)
 SAVE_EVERY_ROWS = 256  # progress is made durable at least this often ...
 SAVE_EVERY_SECONDS = 30.0  # ... and at least this often
 _CHUNK = 1 << 24  # checksum read size (16 MiB)
+MAX_LISTED = 20  # skipped files named in the warning; the count is always given in full
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory lock; one builder per cache directory at a time
     fcntl = None
+
+
+class CacheError(UserError, OSError):
+    """A cache folder that cannot be used; the message names it and says what to do."""
+
+
+class Rows:
+    """Some rows of a cached (N, samples) array, read through without copying: len, shape, dtype
+    and indexing by int, slice or index array behave as on an array holding only those rows."""
+
+    def __init__(self, waves, rows):
+        self.waves = waves
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), int(waves.shape[1]))
+        self.dtype = waves.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx):
+        return self.waves[self.rows[idx]]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.waves[self.rows], dtype=dtype)
 
 
 def source_list(paths) -> list[list]:
@@ -86,12 +123,8 @@ def file_checksum(path) -> str:
 
 def _write_json(path: Path, obj) -> None:
     """Atomic replace, so a kill mid-write leaves the previous manifest intact."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path):
@@ -131,18 +164,59 @@ def _remove(*paths: Path) -> None:
             path.unlink()
 
 
+def _printable(path: str) -> str:
+    """The path with non-UTF-8 bytes shown as \\udcXX, so any terminal or log file can show it."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @contextlib.contextmanager
 def _locked(cache_dir: Path):
-    """Serialise builders sharing a cache directory (POSIX advisory lock)."""
-    if fcntl is None:
-        yield
+    """Serialise builders sharing a cache directory (POSIX advisory lock). Yields whether the
+    folder is writable: a read-only one is read without a lock, as nobody can change it."""
+    if not os.access(cache_dir, os.W_OK | os.X_OK):
+        yield False
         return
-    with open(cache_dir / ".lock", "w") as handle:
+    if fcntl is None:
+        yield True
+        return
+    try:
+        handle = open(cache_dir / ".lock", "a")
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        yield False  # e.g. a read-only mount that access() did not report
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _failure(source, reason: str) -> dict:
+    """What the manifest remembers of a file that failed to decode."""
+    try:
+        ctime = os.stat(source[0]).st_ctime_ns
+    except OSError:
+        ctime = None
+    return {"source": list(source), "ctime_ns": ctime, "decoder": DECODER_REVISION, "reason": reason}
+
+
+def _still_failing(record: dict) -> bool:
+    """A remembered failure stands while the decoder and the file are unchanged; ctime also moves
+    on chmod or chown, so a file made readable is retried."""
+    if record.get("decoder") != DECODER_REVISION:
+        return False
+    try:
+        return os.stat(record["source"][0]).st_ctime_ns == record.get("ctime_ns")
+    except OSError:
+        return False
+
+
+def _finished(manifest: dict) -> bool:
+    """Every row decoded or remembered as failed (manifests without failures only say 'complete')."""
+    return bool(manifest.get("finished", manifest.get("complete")))
 
 
 def _decode_row(args):
@@ -153,39 +227,66 @@ def _decode_row(args):
     return values
 
 
+def _try_decode_row(args):
+    """(values, None) or (None, message): a failure comes back as data, so one bad file does not
+    cost a worker pool the rest of its batch."""
+    try:
+        return _decode_row(args), None
+    except AudioError as err:
+        return None, str(err)
+
+
 class _Build:
-    """One cache file being filled; progress (done rows) is made durable by `save`."""
+    """One cache file being filled; progress (done and failed rows) is made durable by `save`."""
 
     def __init__(self, npy: Path, manifest_path: Path, manifest: dict, mode: str):
         self.npy, self.manifest_path, self.manifest = npy, manifest_path, manifest
-        if mode == "w+":
+        if mode == "w+":  # open(..., "w+b") inside: the file gets the user's umask
             shape = (len(manifest["sources"]), manifest["settings"]["samples"])
             self.array = np.lib.format.open_memmap(npy, mode="w+", dtype=DTYPE, shape=shape)
         else:
             self.array = np.lib.format.open_memmap(npy, mode="r+")
         self.done = np.array([c == "1" for c in manifest["done"]], dtype=bool)
+        self.failed = {r["row"]: r for r in manifest.get("failed", []) if _still_failing(r)}
         self.last_save, self.unsaved = time.monotonic(), 0
 
     def put(self, row: int, values: np.ndarray) -> None:
         self.array[row] = values
         self.done[row] = True
+        self.failed.pop(row, None)
+        self._progress()
+
+    def fail(self, row: int, message: str) -> None:
+        path = self.manifest["sources"][row][0]
+        reason = message[len(path) + 2:] if message.startswith(f"{path}: ") else message
+        self.failed[row] = {"row": row, **_failure(self.manifest["sources"][row], reason)}
+        self._progress()
+
+    def _progress(self) -> None:
         self.unsaved += 1
         if self.unsaved >= SAVE_EVERY_ROWS or time.monotonic() - self.last_save > SAVE_EVERY_SECONDS:
             self.save()
 
-    def save(self, complete: bool = False) -> None:
+    def save(self, final: bool = False) -> None:
+        """Record progress; `final` when no row is left to try: the .npy gets its checksum, and
+        'complete' (every row decoded) or only 'finished' (some remembered as failed)."""
         self.array.flush()  # rows reach the file before the manifest claims them
         self.manifest["done"] = "".join("1" if d else "0" for d in self.done)
-        if complete:
+        self.manifest["failed"] = [self.failed[row] for row in sorted(self.failed)]
+        self.manifest["complete"] = self.manifest["finished"] = False
+        self.manifest["checksum"] = None
+        if final:
             del self.array
-            self.manifest["complete"] = True
+            self.manifest["complete"] = bool(self.done.all())
+            self.manifest["finished"] = all(d or i in self.failed for i, d in enumerate(self.done))
             self.manifest["checksum"] = file_checksum(self.npy)
         _write_json(self.manifest_path, self.manifest)
         self.last_save, self.unsaved = time.monotonic(), 0
 
 
 def _existing_build(npy, manifest_path, expected, verify) -> tuple[str, dict | None]:
-    """Classify what is on disk for this key: 'ready', 'partial' (resumable) or 'none'."""
+    """Classify what is on disk for this key: 'ready' (every row), 'finished' (every row decoded
+    or remembered as failed), 'partial' (resumable) or 'none'."""
     manifest = _read_json(manifest_path)
     if manifest is None:
         if npy.exists() or manifest_path.exists():
@@ -200,12 +301,12 @@ def _existing_build(npy, manifest_path, expected, verify) -> tuple[str, dict | N
     if problem:
         logger.warning("%s: cache unusable, %s; rebuilding", npy, problem)
         return "none", None
-    if not manifest.get("complete"):
+    if not _finished(manifest):
         return "partial", manifest
     if verify and file_checksum(npy) != manifest.get("checksum"):
         logger.warning("%s: checksum mismatch (corrupted cache); rebuilding", npy)
         return "none", None
-    return "ready", manifest
+    return ("ready" if manifest.get("complete") else "finished"), manifest
 
 
 def _donors(cache_dir: Path, settings: dict, skip: Path):
@@ -224,14 +325,19 @@ def _donors(cache_dir: Path, settings: dict, skip: Path):
 
 
 def _salvage(build: _Build, cache_dir: Path, settings: dict, verify: bool) -> list:
-    """Copy rows whose exact source (path, size, mtime) another cache already decoded.
-    With verify, a finished donor is checksummed first and deleted if corrupted."""
+    """Copy rows whose exact source (path, size, mtime) another cache already decoded, and the
+    failures it remembers. With verify, a finished donor is checksummed first and deleted if
+    corrupted."""
     wanted = {tuple(s): i for i, s in enumerate(build.manifest["sources"]) if not build.done[i]}
     donors = []
     for npy, manifest_path, manifest in _donors(cache_dir, settings, build.manifest_path):
         rows = {tuple(s): j for j, (s, d) in enumerate(zip(manifest["sources"], manifest["done"]))
                 if d == "1" and tuple(s) in wanted}  # identity -> donor row
-        if rows and verify and manifest.get("complete") and file_checksum(npy) != manifest.get("checksum"):
+        for record in manifest.get("failed", []):
+            row = wanted.get(tuple(record["source"]))
+            if row is not None and row not in build.failed and _still_failing(record):
+                build.failed[row] = {**record, "row": row}
+        if rows and verify and _finished(manifest) and file_checksum(npy) != manifest.get("checksum"):
             logger.warning("%s: checksum mismatch (corrupted cache); removing it", npy)
             _remove(manifest_path, npy)
             continue
@@ -254,24 +360,34 @@ def _cleanup(donors, sources) -> None:
         recorded = [tuple(s) for s in manifest["sources"]]
         stale = any(s[0] in current and current[s[0]] != s for s in recorded)
         done = [s for s, d in zip(recorded, manifest["done"]) if d == "1"]
-        superseded = not manifest.get("complete") and all(s in identities for s in done)
+        superseded = not _finished(manifest) and all(s in identities for s in done)
         if stale or superseded:
             logger.info("removing obsolete cache %s", npy)
             _remove(npy, manifest_path)
 
 
-def _decode_missing(build: _Build, paths, sr, seconds, progress: bool, workers: int) -> None:
-    """Decode every row not yet done, in order; progress is saved even when a file fails."""
+def _decode_missing(build: _Build, paths, sr, seconds, progress: bool, workers: int, skip: bool) -> None:
+    """Decode every row not yet done, in order; progress is saved even when a file fails. A failure
+    is remembered, then raised, or with `skip` passed over (as is a failure remembered before)."""
     from tqdm.auto import tqdm
 
-    todo = [i for i in range(len(paths)) if not build.done[i]]
+    todo = [i for i in range(len(paths)) if not build.done[i] and not (skip and i in build.failed)]
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), unit="clip",
                desc=f"decoding into {build.npy.name}", disable=not progress)
+
+    def store(i, values, message):
+        if message is None:
+            build.put(i, values)
+        else:
+            build.fail(i, message)
+            if not skip:
+                raise AudioError(message)
+        bar.update()
+
     try:
         if workers <= 1:
             for i in todo:
-                build.put(i, _decode_row((paths[i], sr, seconds)))
-                bar.update()
+                store(i, *_try_decode_row((paths[i], sr, seconds)))
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -280,10 +396,9 @@ def _decode_missing(build: _Build, paths, sr, seconds, progress: bool, workers: 
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
                 try:
-                    results = pool.map(_decode_row, [(paths[i], sr, seconds) for i in todo], chunksize=4)
-                    for i, values in zip(todo, results):
-                        build.put(i, values)
-                        bar.update()
+                    results = pool.map(_try_decode_row, [(paths[i], sr, seconds) for i in todo], chunksize=4)
+                    for i, (values, message) in zip(todo, results):
+                        store(i, values, message)
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
@@ -292,15 +407,14 @@ def _decode_missing(build: _Build, paths, sr, seconds, progress: bool, workers: 
         build.save()
 
 
-def load_waveforms(df, cache_dir, sr=config.SAMPLE_RATE, seconds=config.CLIP_SECONDS,
-                   verify: bool = True, progress: bool = True, workers: int = 1) -> np.memmap:
-    """Waveforms of df["path"] as a read-only float16 memmap (N, int(sr * seconds)), rows in df order.
+def _unusable(cache_dir: Path, state: str) -> CacheError:
+    what = "missing or unusable" if state == "none" else "unfinished"
+    return CacheError(f"{cache_dir}: the waveform cache for this data is {what} and the folder is not "
+                      "writable, so it cannot be built there; pass a writable --cache_dir")
 
-    Built on first use (decoding with csr.audio.load_audio, `workers` processes), then reused while
-    every source file keeps its size and mtime. verify=True checks the content checksum on every
-    load (reads the whole file once). A file that fails to decode raises AudioError; the rows
-    decoded so far are kept for the next call.
-    """
+
+def _load(df, cache_dir, sr, seconds, verify: bool, progress: bool, workers: int, skip: bool):
+    """The cache's memmap (N rows in df order) and its failure records, built or resumed as needed."""
     if "path" not in getattr(df, "columns", ()):
         raise ValueError("load_waveforms needs a DataFrame with a 'path' column")
     if len(df) == 0:
@@ -308,17 +422,26 @@ def load_waveforms(df, cache_dir, sr=config.SAMPLE_RATE, seconds=config.CLIP_SEC
     if not (float(sr) > 0 and float(seconds) > 0 and int(sr * seconds) > 0):
         raise ValueError(f"invalid sr={sr!r} / seconds={seconds!r}")
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"{cache_dir}: cannot create the cache folder ({err.strerror}); "
+                         "pass a writable --cache_dir") from err
     paths = [str(p) for p in df["path"]]
     settings = _settings(sr, seconds)
-    with _locked(cache_dir):
+    with _locked(cache_dir) as writable:
         sources = source_list(paths)
         key = cache_key(sources, sr, seconds)
         npy, manifest_path = cache_dir / f"waveforms-{key}.npy", cache_dir / f"waveforms-{key}.json"
         expected = {"settings": settings, "sources": sources}
         state, manifest = _existing_build(npy, manifest_path, expected, verify)
-        if state != "ready":
-            if state == "partial":
+        # a changed bad file is retried, unless the folder is read-only: then it stays skipped
+        usable = state == "ready" or (skip and state == "finished" and (
+            not writable or all(_still_failing(r) for r in manifest.get("failed", []))))
+        if not usable:
+            if not writable:
+                raise _unusable(cache_dir, state)
+            if state != "none":
                 build = _Build(npy, manifest_path, manifest, mode="r+")
                 logger.info("%s: resuming, %d of %d rows done", npy, int(build.done.sum()), len(paths))
             else:
@@ -329,7 +452,48 @@ def load_waveforms(df, cache_dir, sr=config.SAMPLE_RATE, seconds=config.CLIP_SEC
                 build = _Build(npy, manifest_path, manifest, mode="w+")
                 build.save()
             donors = _salvage(build, cache_dir, settings, verify)
-            _decode_missing(build, paths, sr, seconds, progress, workers)
-            build.save(complete=True)
+            _decode_missing(build, paths, sr, seconds, progress, workers, skip)
+            build.save(final=True)
             _cleanup(donors, sources)
-        return np.load(npy, mmap_mode="r")
+            manifest = build.manifest
+        return np.load(npy, mmap_mode="r"), manifest.get("failed", [])
+
+
+def load_waveforms(df, cache_dir, sr=config.SAMPLE_RATE, seconds=config.CLIP_SECONDS,
+                   verify: bool = True, progress: bool = True, workers: int = 1) -> np.memmap:
+    """Waveforms of df["path"] as a read-only float16 memmap (N, int(sr * seconds)), rows in df order.
+
+    Built on first use (decoding with csr.audio.load_audio, `workers` processes), then reused while
+    every source file keeps its size and mtime. verify=True checks the content checksum on every
+    load (reads the whole file once). A file that fails to decode raises AudioError; the rows
+    decoded so far are kept for the next call. A finished cache in a read-only folder is read
+    as it is; one that needs building there raises CacheError.
+    """
+    waves, _ = _load(df, cache_dir, sr, seconds, verify, progress, workers, skip=False)
+    return waves
+
+
+def load_waveforms_skipping(df, cache_dir, sr=config.SAMPLE_RATE, seconds=config.CLIP_SECONDS,
+                            verify: bool = True, progress: bool = True, workers: int = 1):
+    """Like load_waveforms, but files that cannot be decoded are left out: returns (waves, skipped).
+
+    For a user's unlabeled recordings, where one unreadable file should not stop a run. `waves`
+    holds the readable rows in df order (the memmap itself when none was skipped, else a `Rows`
+    view: len, .shape, .dtype and waves[index_array] as on an array); `skipped` lists
+    (path, reason) of the others, which one warning names. Failures are remembered in the cache
+    manifest, so a rerun neither decodes the good files nor retries an unchanged bad one.
+    Raises AudioError when no file at all can be decoded.
+    """
+    waves, failed = _load(df, cache_dir, sr, seconds, verify, progress, workers, skip=True)
+    skipped = [(r["source"][0], r["reason"]) for r in failed]
+    if not skipped:
+        return waves, []
+    listing = [f"{_printable(path)}: {reason}" for path, reason in skipped]
+    shown = "\n  ".join(listing[:MAX_LISTED])
+    more = f"\n  ... and {len(listing) - MAX_LISTED} more" if len(listing) > MAX_LISTED else ""
+    if len(skipped) == len(df):
+        raise AudioError(f"none of the {len(df)} files could be decoded:\n  {shown}{more}")
+    logger.warning("skipping %d of %d audio files that cannot be decoded (fix or remove them to use "
+                   "them):\n  %s%s", len(skipped), len(df), shown, more)
+    failed_rows = {r["row"] for r in failed}
+    return Rows(waves, [i for i in range(len(df)) if i not in failed_rows]), skipped

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+
 def resolve_chunk_size(chunk_size: int | None, cpu_rows: int) -> int:
     """None (auto) -> ``cpu_rows`` when no GPU is visible, else 0 (the whole batch at once).
 

@@ -4,7 +4,12 @@
 Metadata is checked up front and every problem is reported with the CSV or file it came from, so a
 broken download fails in seconds rather than hours into training. Loaders return a RangeIndex;
 `label_fraction` and `split_fold` keep the index, so their rows can be looked up in a waveform cache
-built for the whole dataset (`waves[subset.index]`).
+built for the whole dataset (`waves[subset.index]`); `split_warnings` says when a split is too thin
+for its accuracy to mean much.
+
+File names need not be valid UTF-8: a folder listing keeps them as Python's surrogate escapes, and a
+CSV's path column may hold such bytes too (read with surrogateescape, so each path names the file's
+exact bytes). Labels and class names must be UTF-8 text.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from csr.errors import UserError
 
 ESC_SUBSETS = ("esc50", "esc10", "esc40")
 ESC_FOLDS = range(1, 6)
@@ -34,9 +41,10 @@ except (ImportError, OSError):  # soundfile missing: folder listing still works 
     pass
 
 MAX_LISTED = 20  # problems shown per error message; the count is always given in full
+FEW_TEST_CLIPS = 5  # below this, each test clip moves a fold's accuracy by more than 20 points
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Bad or inconsistent dataset metadata or files; the message says which file and why."""
 
 
@@ -52,7 +60,8 @@ def _read_csv(csv_path: Path, required: list[str]) -> pd.DataFrame:
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: metadata file not found")
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                            encoding="utf-8", encoding_errors="surrogateescape")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DatasetError(f"{csv_path}: cannot parse CSV ({err})") from err
     table.columns = [str(c).strip() for c in table.columns]
@@ -62,6 +71,30 @@ def _read_csv(csv_path: Path, required: list[str]) -> pd.DataFrame:
     for column in required:
         table[column] = table[column].astype(str).str.strip()
     return table
+
+
+def _has_surrogates(text: str) -> bool:
+    """True for a str holding bytes that were not UTF-8 (Python's surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _printable(path: str) -> str:
+    """The path with non-UTF-8 bytes shown as \\udcXX, so any terminal or log file can show it."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8_column(table: pd.DataFrame, column: str, csv_path: Path) -> None:
+    """Names must be text: bytes that are not UTF-8 are allowed in paths only, where they name a
+    file's exact bytes."""
+    bad = [i for i, value in enumerate(table[column]) if _has_surrogates(value)]
+    if bad:
+        rows = [f"line {i + 2}: {table[column].iloc[i]!r}" for i in bad]
+        raise DatasetError(f"{csv_path}: {len(bad)} value(s) in column '{column}' are not valid UTF-8 "
+                           "(save the CSV as UTF-8):" + _listing(rows))
 
 
 def _int_column(table: pd.DataFrame, column: str, csv_path: Path, allowed=None) -> np.ndarray:
@@ -111,8 +144,12 @@ def _finish(frame: pd.DataFrame, source, validate_files: bool) -> pd.DataFrame:
     if validate_files:
         missing = [p for p in frame["path"] if not os.path.isfile(p)]
         if missing:
+            hint = ""
+            if any(_has_surrogates(p) for p in missing):
+                hint = ("\n(a \\udcXX in a name is a byte that is not UTF-8: if the CSV was saved in "
+                        "another encoding, save it as UTF-8)")
             raise DatasetError(f"{source}: {len(missing)} of {len(frame)} audio file(s) missing:"
-                               + _listing(missing))
+                               + _listing(_printable(p) for p in missing) + hint)
     frame = frame.reset_index(drop=True)
     frame["fold"] = frame["fold"].astype(np.int64)
     frame["label"] = frame["label"].astype(np.int64)
@@ -139,6 +176,7 @@ def esc50(root, subset: str = "esc50", validate_files: bool = True) -> pd.DataFr
     table = _read_csv(csv_path, required)
     folds = _int_column(table, "fold", csv_path, ESC_FOLDS)
     targets = _int_column(table, "target", csv_path, range(ESC_NUM_CLASSES))
+    _utf8_column(table, "category", csv_path)
     _check_consistent(targets, table["category"], csv_path, "target")
     if subset != "esc50":
         flags = table["esc10"].str.lower()
@@ -172,6 +210,7 @@ def urbansound8k(root, validate_files: bool = True) -> pd.DataFrame:
     table = _read_csv(csv_path, ["slice_file_name", "fold", "classID", "class"])
     folds = _int_column(table, "fold", csv_path, US8K_FOLDS)
     targets = _int_column(table, "classID", csv_path, range(US8K_NUM_CLASSES))
+    _utf8_column(table, "class", csv_path)
     _check_consistent(targets, table["class"], csv_path, "classID")
     names = [f"fold{f}/{n}" for f, n in zip(folds, table["slice_file_name"])]
     frame = pd.DataFrame({
@@ -202,7 +241,8 @@ def assign_folds(labels, num_folds: int = DEFAULT_NUM_FOLDS) -> np.ndarray:
 
 def from_csv(csv_path, root=None, validate_files: bool = True,
              num_folds: int = DEFAULT_NUM_FOLDS) -> pd.DataFrame:
-    """A user's labeled data: a CSV with columns path, label[, fold].
+    """A user's labeled data: a UTF-8 CSV with columns path, label[, fold] (a path may hold bytes
+    that are not UTF-8, naming a file whose name is not).
 
     Relative paths are resolved against `root` (default: the CSV's folder). Label strings become
     contiguous ints in sorted order (category keeps the string). Without a fold column, folds
@@ -216,6 +256,7 @@ def from_csv(csv_path, root=None, validate_files: bool = True,
         if blank.size:
             raise DatasetError(f"{csv_path}: {blank.size} row(s) with an empty '{column}':"
                                + _listing(f"line {i + 2}" for i in blank))
+    _utf8_column(table, "label", csv_path)
     order = _label_order(table["label"])
     index = {name: i for i, name in enumerate(order)}
     if "fold" in table.columns:
@@ -256,7 +297,7 @@ def unlabeled_folder(folder) -> pd.DataFrame:
 
 def label_fraction(df: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """Keep floor(fraction * n_class) clips of each class (at least 1), drawn with
-    np.random.default_rng(seed); rows keep their order and index (DESIGN.md, "label fraction")."""
+    np.random.default_rng(seed); rows keep their order and index (docs/method.md, "label fraction")."""
     try:
         fraction = float(fraction)
     except (TypeError, ValueError):
@@ -286,3 +327,55 @@ def split_fold(df: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]
     if train.empty:
         raise DatasetError(f"fold {fold} leaves no training rows (the data has only fold {folds})")
     return train, test
+
+
+def _class_phrase(names: list[str], singular: str, plural: str, limit: int = 10) -> str:
+    """"class 'dog' has ..." or "3 classes ('dog', 'rain', 'sea') have ...", at most `limit` named."""
+    if len(names) == 1:
+        return f"class {names[0]!r} {singular}"
+    shown = ", ".join(repr(n) for n in names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{len(names)} classes ({shown}{more}) {plural}"
+
+
+def split_warnings(train: pd.DataFrame, test: pd.DataFrame, fold=None) -> list[str]:
+    """Sentences warning that one fold's split is too thin to trust its accuracy (empty: none).
+
+    Flags classes with a single training clip, classes with no training clip (the model cannot
+    predict them, which caps test accuracy), classes absent from the test fold, and a test fold
+    of fewer than FEW_TEST_CLIPS clips. Pass split_fold's output after any label_fraction.
+    """
+    names = {}
+    for frame in (test, train):
+        names.update(zip(frame["label"].tolist(), frame["category"].astype(str).tolist()))
+    names = {label: name if name else f"label {label}" for label, name in names.items()}
+    train_counts, test_counts = train["label"].value_counts(), test["label"].value_counts()
+    where = f"fold {fold}" if fold is not None else "the test fold"
+    warnings = []
+    single = sorted(label for label, n in train_counts.items() if n == 1)
+    if single:
+        warnings.append(_class_phrase([names[c] for c in single], "has 1 training clip",
+                                      "have 1 training clip each")
+                        + (": its accuracy rests on one example" if len(single) == 1
+                           else ": their accuracy rests on one example each"))
+    unseen = sorted(label for label in test_counts.index if label not in train_counts.index)
+    if unseen:
+        total, lost = len(test), int(test_counts[unseen].sum())
+        warnings.append(_class_phrase([names[c] for c in unseen], "has no training clip in this split",
+                                      "have no training clip in this split")
+                        + f": the model cannot predict {'it' if len(unseen) == 1 else 'them'}, so test "
+                        f"accuracy is at most {100 * (total - lost) / total:.1f} % ({total - lost} of "
+                        f"{total} test clips)")
+    untested = sorted(label for label in train_counts.index if label not in test_counts.index)
+    if untested:
+        warnings.append(_class_phrase([names[c] for c in untested], f"has no clip in {where}",
+                                      f"have no clip in {where}")
+                        + ": this split does not measure how well the model recognises "
+                        + ("it" if len(untested) == 1 else "them"))
+    if len(test) == 0:
+        warnings.append(f"{where} holds no test clips: no accuracy can be measured")
+    elif len(test) < FEW_TEST_CLIPS:
+        clips = "clip" if len(test) == 1 else "clips"
+        warnings.append(f"{where} holds {len(test)} test {clips}: each is worth {100 / len(test):.0f} % "
+                        "accuracy, so this fold's accuracy is mostly chance; judge the mean over folds")
+    return warnings

@@ -23,10 +23,11 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+from csr.config import STRATEGIES
+from csr.errors import UserError
 
 
-class StrategyError(ValueError):
+class StrategyError(UserError, ValueError):
     """A strategy was asked for that this machine or environment cannot provide."""
 
 
@@ -186,7 +187,7 @@ def agree_on_finite(grads):
     return [None if g is None else g + tf.cast(tf.where(any_bad, float("nan"), 0.0), g.dtype) for g in grads]
 
 
-def average_moving_statistics(model) -> None:
+def average_moving_statistics(batchnorm_layers) -> None:
     """Average the BatchNorm moving mean and variance over replicas after a training step.
 
     Keras 3.4.1 creates them as plain mirrored variables and each replica updates its own copy
@@ -197,11 +198,9 @@ def average_moving_statistics(model) -> None:
     """
     if num_replicas() == 1:
         return
-    import keras
-
     variables = []
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+    for layer in batchnorm_layers:
+        if not layer.synchronized:
             variables += [layer.moving_mean, layer.moving_variance]
     if not variables:
         return
@@ -221,18 +220,3 @@ def keras_logs(metrics) -> dict:
     multi_worker = (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
                     and strategy.extended._in_multi_worker_mode())
     return {m.name: tf.reshape(m.result(), [1]) if multi_worker else m.result() for m in metrics}
-
-
-def set_sync_batchnorm(model, synchronized: bool = True) -> int:
-    """Switch every BatchNormalization layer to cross-replica (synchronised) batch statistics.
-
-    With it, a training-mode BatchNorm on a replica normalises with the mean and variance of the
-    global batch, so the step computes what one device computes on that batch. Keras reads the
-    flag at call time, so it can be set on a built model. Returns how many layers were switched.
-    """
-    import keras
-
-    layers = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
-    for layer in layers:
-        layer.synchronized = bool(synchronized)
-    return len(layers)

@@ -35,12 +35,14 @@ from typing import Callable, Optional
 
 from tqdm import tqdm
 
+from csr.errors import UserError
+
 MARKER = ".csr_complete"
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60.0
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A dataset could not be fetched or unpacked; the message says which file and what to do."""
 
 

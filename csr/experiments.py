@@ -16,10 +16,11 @@ Table 2 and Table 3 report the *last* metric: Table 2's ESC10 rows equal Table 1
 values of Supervised (ImageNet init.) and Proposed, and Table 3 repeats Table 2's ESC50 values.
 Table 2's and Table 3's "Supervised"/"-" rows are therefore the ImageNet-initialised baseline.
 
-A `Profile` says how runs are trained: "paper" (ResNet50V2, ImageNet, the paper's epochs, all
-folds) or "quick" (small backbone, random init, a few epochs, two folds, a reduced front end) for a
-CPU. Profiles may substitute an unlabeled set that is absent (the quick profile on a folder holding
-only ESC-10 has no ESC-40); the substitution changes the runs and is recorded in
+A `Profile` says how runs are trained, as overrides of RunSpec's defaults (the paper's): "paper"
+(none: ResNet50V2, ImageNet, the paper's epochs, all folds), "quick" (small backbone, random init,
+a few epochs, two folds, a reduced front end) for a CPU, and "demo" (`make demo`). Profiles may
+substitute an unlabeled set that is absent (the quick profile on a folder holding only ESC-10 has
+no ESC-40); the substitution changes the runs and is recorded in
 `<root>/profile.json` so that the tables read the same runs and say what was substituted.
 """
 
@@ -29,9 +30,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from csr import sources
-from csr.runner import RunSpec
+from csr import rundir, sources
 from csr.runio import atomic_write_json, read_json
+from csr.spec import RunSpec, fields_of
 
 TABLES = ("table1", "table2", "ablation")
 FIGURE = "figure3"
@@ -65,6 +66,7 @@ class Cell:
     paper_std: float | None
     quoted: bool = False
     experiment: str = ""  # the results folder holding this cell's runs (shared between tables)
+    settings: tuple = ()  # (RunSpec field, value) pairs of this cell's runs beyond the profile's
 
 
 # --------------------------------------------------------------------------- the paper's numbers
@@ -149,24 +151,47 @@ def figure3_cells() -> list[Cell]:
 # ------------------------------------------------------------------------------------- profiles
 @dataclass(frozen=True)
 class Profile:
-    """How the registry's runs are trained. None epochs mean the paper's (runner/RunConfig defaults)."""
+    """How the registry's runs are trained: overrides of RunSpec's (paper) defaults, and which folds.
+
+    `overrides` are (field, value) pairs applied to every run of every table. `max_folds` keeps
+    the first N folds of each target; `subdir` keeps a profile's runs in <out_dir>/<subdir>/, never
+    mixed with another profile's; `standins` replace an absent unlabeled set (see with_standins);
+    `notes` are printed under every table.
+    """
 
     name: str
-    backbone: str = "resnet50v2"
-    weights: str | None = "imagenet"
-    warmup_epochs: int | None = None
-    joint_epochs: int | None = None
-    supervised_epochs: int | None = None
-    warmup_lr: float | None = None  # None: the paper's Adam rates (1e-4 warm-up/baselines, 1e-5 joint)
-    joint_lr: float | None = None
-    supervised_lr: float | None = None
+    overrides: tuple = ()  # sorted (RunSpec field, value) pairs
     max_folds: int | None = None  # None: every predefined fold (ESC 5, US8K 10)
-    model_kwargs: tuple = ()  # sorted (key, value) pairs passed to build_model
-    seed: int = 0
-    subdir: str = ""  # runs of this profile live in <out_dir>/<subdir>/ (never mixed with others)
+    seeds: tuple = (0,)  # every cell is run once per fold and seed
+    subdir: str = ""
     allow_standins: bool = False  # may replace an absent unlabeled set (see with_standins)
     standins: tuple = ()  # (("esc40", "us8k"),): unlabeled name in the paper -> the one run
-    notes: tuple = ()  # sentences the tables print under every table
+    notes: tuple = ()
+
+    def __post_init__(self):
+        overrides = dict(self.overrides)
+        RunSpec().replace(**overrides)  # unknown fields or bad values fail here, naming the flag
+        if "seed" in overrides:
+            raise ValueError("a profile runs every cell once per seed of `seeds`; do not override `seed`")
+        object.__setattr__(self, "overrides", tuple(sorted(
+            (k, tuple(v) if isinstance(v, list) else v) for k, v in overrides.items())))
+        seeds = tuple(int(s) for s in self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds!r}")
+        object.__setattr__(self, "seeds", seeds)
+
+    def with_overrides(self, **changes) -> "Profile":
+        """The profile with more (or other) field values: what run_experiment's flags add."""
+        return dataclasses.replace(self, overrides=tuple({**dict(self.overrides), **changes}.items()))
+
+    def apply(self, spec: RunSpec) -> RunSpec:
+        """A table cell's spec trained the profile's way."""
+        return spec.replace(**dict(self.overrides))
+
+    @property
+    def base(self) -> RunSpec:
+        """The paper's spec with this profile's overrides (what every run shares)."""
+        return self.apply(RunSpec())
 
     def folds(self, target: str) -> tuple[int, ...]:
         if target not in FOLDS:
@@ -179,60 +204,87 @@ class Profile:
 
     def describe(self) -> str:
         """One paragraph for the tables: how these runs were trained, and how that differs from the paper."""
-        def epochs(value, paper):
-            return f"{value if value is not None else paper}"
-
+        spec, paper = self.base, RunSpec()
         folds = ("every predefined fold" if self.max_folds is None
                  else "fold 1 only" if self.max_folds == 1 else f"folds 1-{self.max_folds} only")
-        front = (", front end " + ", ".join(f"{k}={v}" for k, v in self.model_kwargs)
-                 if self.model_kwargs else "")
-        text = (f"Profile `{self.name}`: backbone {self.backbone}, weights {self.weights or 'random'}, "
-                f"{epochs(self.warmup_epochs, '20 (US8K: 10)')} warm-up + "
-                f"{epochs(self.joint_epochs, 100)} joint epochs, "
-                f"{epochs(self.supervised_epochs, 200)} supervised epochs, {folds}{front}, seed {self.seed}.")
+        warmup = spec.warmup_epochs if spec.warmup_epochs is not None else "20 (US8K: 10)"
+        front = [f"{k}={getattr(spec, k)}" for k in fields_of("network")
+                 if k not in ("backbone", "weights") and getattr(spec, k) != getattr(paper, k)]
+        text = (f"Profile `{self.name}`: backbone {spec.backbone}, weights {spec.weights or 'random'}, "
+                f"{warmup} warm-up + {spec.joint_epochs} joint epochs, {spec.supervised_epochs} supervised "
+                f"epochs, {folds}{', front end ' + ', '.join(front) if front else ''}, "
+                f"{'seed' if len(self.seeds) == 1 else 'seeds'} {', '.join(map(str, self.seeds))}.")
         if self.name != "paper":
             text += " NOT comparable with the paper's numbers: it checks that the pipeline runs end to end."
-        if self.weights is None:
+        if spec.weights is None:
             text += " With random weights the ImageNet-init baseline is a second random-init baseline."
-        rates = [f"{n} {v:g}" for n, v in (("warm-up lr", self.warmup_lr), ("joint lr", self.joint_lr),
-                                             ("supervised lr", self.supervised_lr)) if v is not None]
-        if rates:
-            text += " Learning rates changed: " + ", ".join(rates) + "."
-        short = [e for e in (self.joint_epochs, self.supervised_epochs) if e is not None and e < 20]
-        if short:
-            text += " *last* averages all final-phase epochs when there are fewer than 20."
+        changed = [f"{k.replace('_', ' ')} {getattr(spec, k):g}" for k in ("warmup_lr", "joint_lr", "supervised_lr")
+                   if getattr(spec, k) != getattr(paper, k)]
+        if changed:
+            text += " Learning rates changed: " + ", ".join(changed) + "."
+        knobs = [f"{k}={getattr(spec, k)}" for k in fields_of("regularization")
+                 if getattr(spec, k) != getattr(paper, k)]
+        if knobs:
+            text += " Regularisation changed: " + ", ".join(knobs) + "."
+        if min(spec.joint_epochs, spec.supervised_epochs) < spec.last_k:
+            text += f" *last* averages all final-phase epochs when there are fewer than {spec.last_k}."
         return " ".join([text, *self.notes])
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        obj = dataclasses.asdict(self)
+        obj["overrides"] = [[k, list(v) if isinstance(v, tuple) else v] for k, v in self.overrides]
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict) -> "Profile":
+        obj = dict(obj)
+        if "overrides" not in obj:
+            obj = _profile_first_format(obj)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:
             raise ValueError(f"profile: unknown field(s) {unknown}")
-        obj = dict(obj)
-        obj["model_kwargs"] = tuple(tuple(p) for p in obj.get("model_kwargs", ()))
+        obj["overrides"] = tuple(tuple(p) for p in obj.get("overrides", ()))
         obj["standins"] = tuple(tuple(p) for p in obj.get("standins", ()))
         obj["notes"] = tuple(obj.get("notes", ()))
+        obj["seeds"] = tuple(obj.get("seeds", (0,)))
         return cls(**obj)
+
+
+def _profile_first_format(obj: dict) -> dict:
+    """profile.json as written before profiles were overrides of RunSpec (its fields were spelled
+    out: backbone, weights, epochs, learning rates, model_kwargs, seed)."""
+    table_fields = ("name", "max_folds", "subdir", "allow_standins", "standins", "notes")
+    out = {k: obj[k] for k in table_fields if k in obj}
+    out["seeds"] = [int(obj.get("seed", 0))]
+    paper = RunSpec()
+    overrides = {k: v for k, v in obj.items()
+                 if k not in table_fields + ("model_kwargs", "seed") and v is not None}
+    overrides.update(dict(tuple(p) for p in obj.get("model_kwargs", ())))
+    out["overrides"] = [[k, v] for k, v in sorted(overrides.items())
+                        if isinstance(v, list) or v != getattr(paper, k)]
+    return out
 
 
 PROFILES = {
     "paper": Profile("paper"),
-    # A CPU check that every step runs, with the demo's settings (reproduce/demo.py): learning
-    # rates raised and BatchNorm momentum 0.9 so that so few steps still learn something.
-    "quick": Profile("quick", backbone="small", weights=None, warmup_epochs=2, joint_epochs=4,
-                     supervised_epochs=6, max_folds=2, warmup_lr=1e-3, joint_lr=2e-4,
-                     supervised_lr=1e-3,
-                     model_kwargs=(("bn_momentum", 0.9), ("hop_length", 920), ("n_mels", 64)),
-                     subdir="quick", allow_standins=True),
+    # A CPU check that every step runs: the small backbone, a coarser front end, a few epochs with
+    # learning rates raised, and BatchNorm momentum 0.9 so that so few steps still learn something.
+    "quick": Profile("quick", overrides=(
+        ("backbone", "small"), ("weights", None), ("warmup_epochs", 2), ("joint_epochs", 4),
+        ("supervised_epochs", 6), ("warmup_lr", 1e-3), ("joint_lr", 2e-4), ("supervised_lr", 1e-3),
+        ("bn_momentum", 0.9), ("hop_length", 920), ("n_mels", 64)),
+        max_folds=2, subdir="quick", allow_standins=True),
+    # `make demo` (reproduce/demo.py): the quick profile's network, longer.
+    "demo": Profile("demo", overrides=(
+        ("backbone", "small"), ("weights", None), ("warmup_epochs", 10), ("joint_epochs", 20),
+        ("supervised_epochs", 40), ("warmup_lr", 1e-3), ("joint_lr", 2e-4), ("supervised_lr", 1e-3),
+        ("bn_momentum", 0.9), ("hop_length", 920), ("n_mels", 64)), max_folds=1),
 }
 
 
-def get_profile(name: str, max_folds: int | None = None, seed: int | None = None) -> Profile:
-    """A named profile, optionally with fewer folds or another seed."""
+def get_profile(name: str, max_folds: int | None = None, seeds=None) -> Profile:
+    """A named profile, optionally with fewer folds or other seeds (an int or a list)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     profile = PROFILES[name]
@@ -240,8 +292,8 @@ def get_profile(name: str, max_folds: int | None = None, seed: int | None = None
         if max_folds < 1:
             raise ValueError(f"max_folds must be >= 1, got {max_folds}")
         profile = dataclasses.replace(profile, max_folds=max_folds)
-    if seed is not None:
-        profile = dataclasses.replace(profile, seed=int(seed))
+    if seeds is not None:
+        profile = dataclasses.replace(profile, seeds=(seeds,) if isinstance(seeds, int) else tuple(seeds))
     return profile
 
 
@@ -280,7 +332,7 @@ def _has_esc40(esc50_root: Path) -> bool:
 def with_standins(profile: Profile, roots: sources.DataRoots, tables=TABLES) -> Profile:
     """The profile with an absent ESC-40 replaced, when the profile allows stand-ins.
 
-    The folder given as ESC-50 may hold only ESC-10 (like ../shared/data/esc10): then Table 1's
+    The folder given as ESC-50 may hold only ESC-10 (a folder holding only the CC BY ESC-10 clips): then Table 1's
     proposed runs have no ESC-40. A quick profile uses the UrbanSound8K-layout set at roots.us8k
     (the project's synthetic one, or the real UrbanSound8K) instead: different classes from the
     target, which is what the method needs. The paper profile never substitutes. The decision
@@ -310,25 +362,21 @@ def _cells_of(table: str) -> list[Cell]:
     return figure3_cells() if table == FIGURE else cells(table)
 
 
-def spec_for(cell: Cell, fold: int, profile: Profile) -> RunSpec:
-    """The run that gives `cell` its value on one fold."""
+def spec_for(cell: Cell, fold: int, profile: Profile, seed: int | None = None) -> RunSpec:
+    """The run that gives `cell` its value on one fold (with one seed: the profile's first)."""
     if cell.quoted:
         raise ValueError(f"{cell.table} {cell.row!r} {cell.column}: quoted from other work, not run")
-    return RunSpec(
-        experiment=cell.experiment, method=cell.method, target=cell.target,
-        unlabeled=profile.unlabeled_for(cell.unlabeled), fraction=cell.fraction, fold=fold,
-        seed=profile.seed, backbone=profile.backbone, weights=profile.weights,
-        warmup_epochs=profile.warmup_epochs, joint_epochs=profile.joint_epochs,
-        supervised_epochs=profile.supervised_epochs, warmup_lr=profile.warmup_lr,
-        joint_lr=profile.joint_lr, supervised_lr=profile.supervised_lr,
-        model_kwargs=tuple(profile.model_kwargs))
+    spec = profile.apply(RunSpec(experiment=cell.experiment, method=cell.method, target=cell.target,
+                                 unlabeled=profile.unlabeled_for(cell.unlabeled), fraction=cell.fraction,
+                                 fold=fold, seed=profile.seeds[0] if seed is None else seed))
+    return spec.replace(**dict(cell.settings))  # the cell's own settings (sensitivity) come last
 
 
 def runs_for_cell(cell: Cell, profile: Profile) -> list[RunSpec]:
-    """One run per fold of the cell's target (none for a quoted cell)."""
+    """One run per fold of the cell's target and seed of the profile (none for a quoted cell)."""
     if cell.quoted:
         return []
-    return [spec_for(cell, fold, profile) for fold in profile.folds(cell.target)]
+    return [spec_for(cell, fold, profile, seed) for seed in profile.seeds for fold in profile.folds(cell.target)]
 
 
 def runs_for(table: str, profile: Profile | str) -> list[RunSpec]:
@@ -344,18 +392,9 @@ def runs_for(table: str, profile: Profile | str) -> list[RunSpec]:
     return list(specs)
 
 
-def run_dir(root, spec: RunSpec) -> Path:
-    """<root>/<experiment>/<run_id>: where runner.execute writes the run."""
-    return Path(root) / spec.experiment / spec.run_id()
-
-
-def is_done(root, spec: RunSpec) -> bool:
-    return (run_dir(root, spec) / "result.json").exists()
-
-
 def missing_runs(specs, root) -> list[RunSpec]:
     """The runs without a result.json under root (what run_experiment still has to run)."""
-    return [s for s in specs if not is_done(root, s)]
+    return [s for s in specs if not rundir.is_done(root, s)]
 
 
 def cell_key(cell: Cell) -> str:

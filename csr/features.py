@@ -165,6 +165,10 @@ class LogMelSpectrogram(_Float32Layer):
             chunk_size = resolve_chunk_size(chunk_size, CPU_CHUNK_ROWS)  # validates; None = auto
         self.chunk_size = chunk_size
         self._compiled_chunks = None  # XLA-compiled chunk loop, made on first use
+        # csr.export sets this while it traces the dynamic-range-quantised TFLite model: a filterbank
+        # that depends on the batch is no constant weight, so the quantiser leaves it in float32
+        # (int8 per tensor would zero the upper mel bands, whose Slaney weights are ~10x smaller).
+        self._runtime_filterbank = False
         # A plain array (not a weight): fixed by the config, so it never lands in checkpoints.
         # Only the FFT bins some mel filter uses (3..464 of 513 for 50 Hz-10 kHz) are kept.
         filters = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.f_min, self.f_max)
@@ -198,9 +202,15 @@ class LogMelSpectrogram(_Float32Layer):
         """The whole transform on a (rows, samples) batch."""
         frames = frame_signal(x, self.n_fft, self.hop_length)  # centred: librosa center=True
         window = tf.signal.hann_window(self.n_fft)  # periodic=True by default, as librosa's fftbins=True
-        stft = tf.signal.rfft(frames * window)[..., self._bins[0]:self._bins[1]]  # (batch, frames, bins)
-        power = tf.math.square(tf.math.real(stft)) + tf.math.square(tf.math.imag(stft))
-        mel = tf.matmul(power, tf.constant(self._mel_t))  # (batch, frames, n_mels)
+        stft = tf.signal.rfft(frames * window)  # (batch, frames, 1 + n_fft // 2)
+        # The used bins are cut from the real and imaginary parts, not from the complex spectrum:
+        # the same numbers, but TFLite has no builtin strided slice of a complex tensor (csr.export).
+        lo, hi = self._bins
+        power = tf.math.square(tf.math.real(stft)[..., lo:hi]) + tf.math.square(tf.math.imag(stft)[..., lo:hi])
+        filterbank = tf.constant(self._mel_t)
+        if self._runtime_filterbank:  # times 1, computed at run time: the same numbers
+            filterbank *= tf.cast(tf.shape(power)[0] >= 0, tf.float32)
+        mel = tf.matmul(power, filterbank)  # (batch, frames, n_mels)
         mel = tf.transpose(mel, [0, 2, 1])  # frames-last, like librosa
         return power_to_db(mel, self.amin, self.top_db)
 

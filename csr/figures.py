@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from csr import experiments as E
-from csr.tables import load_history, read_result
+from csr import rundir
+from csr.runio import atomic_write
+from csr.tables import load_history, read_checked_result
 
 COLORS = {"supervised": "tab:blue", "supervised_imagenet": "tab:green", "proposed": "tab:red"}
 
@@ -64,10 +66,9 @@ def learning_curves(histories: dict, expected: dict, out_path, title: str) -> Pa
         ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_write(out_path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(out_path)
     return out_path
 
 
@@ -77,8 +78,8 @@ def figure3(root, profile: E.Profile, out_path) -> Path:
     for cell in E.figure3_cells():
         specs = E.runs_for_cell(cell, profile)
         expected[cell.method] = len(specs)
-        histories[cell.method] = [load_history(E.run_dir(root, s)) for s in specs
-                                  if read_result(E.run_dir(root, s)) is not None]
+        histories[cell.method] = [load_history(rundir.locate(root, s)) for s in specs
+                                  if read_checked_result(root, s) is not None]
     title = (f"Figure 3: learning curves on ESC10, 100 % labels, mean over folds "
              f"(profile {profile.name})")
     return learning_curves(histories, expected, out_path, title)

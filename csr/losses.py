@@ -10,12 +10,14 @@ cannot exponentiate safely). The self-similarity is replaced by a large finite n
 -inf, so a row never becomes NaN. Inputs are expected L2-normalised (the projection head does it);
 they are NOT renormalised here, so the caller's embeddings are used exactly as given.
 
-Under tf.distribute each replica holds n of the N pairs; `nt_xent_per_anchor` and
-`contrastive_hits` score a replica's 2n anchors against the 2N embeddings gathered from all
-replicas, so the sum over replicas equals the single-device value on the same global batch.
+The training step's two losses are here, each in the form that runs on any number of replicas
+(`global_nt_xent`, `global_cross_entropy`): a replica returns its share of the global batch's loss,
+and the shares add up to what one device computes on the whole batch.
 """
 
 import tensorflow as tf
+
+from csr import distribute
 
 # Finite stand-in for -inf on the masked diagonal: exp(MASK - max) underflows to exactly 0 in float32,
 # while -inf could produce inf - inf = NaN in some reductions.
@@ -74,24 +76,14 @@ def anchor_logits(z, z_aug, z_all, z_aug_all, offset, temperature=1.0):
 
 
 def nt_xent(z, z_aug, temperature=0.01):
-    """Mean NT-Xent over the 2N anchors of N (original, augmented) pairs; float32 scalar.
+    """NTXentLoss(z, z~) of N (original, augmented) pairs on one device; float32 scalar.
 
-    z, z_aug: (N, d) L2-normalised embeddings, row i of z paired with row i of z_aug.
-    Uses TF's fused softmax cross-entropy (log-sum-exp), stable at temperature 0.01.
+    z, z_aug: (N, d) L2-normalised embeddings, row i of z paired with row i of z_aug. The mean of
+    eq. 1 over the 2N anchors; TF's fused softmax cross-entropy (log-sum-exp) keeps it stable at
+    temperature 0.01.
     """
-    logits, labels = pair_logits(z, z_aug, temperature)
-    per_anchor = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    return tf.reduce_mean(per_anchor)
-
-
-def nt_xent_per_anchor(z, z_aug, z_all, z_aug_all, offset, temperature=0.01):
-    """NT-Xent of each of the 2n local anchors against the global batch (see anchor_logits); (2n,).
-
-    Summed over every replica's anchors and divided by 2N this is nt_xent(z_all, z_aug_all): how a
-    replica computes its share of the loss with negatives from all replicas (SimCLR's global batch).
-    """
-    logits, labels = anchor_logits(z, z_aug, z_all, z_aug_all, offset, temperature)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    z, z_aug = _check_pair(z, z_aug)
+    return global_nt_xent(z, z_aug, temperature)[0]
 
 
 def contrastive_accuracy(z, z_aug):
@@ -101,12 +93,48 @@ def contrastive_accuracy(z, z_aug):
     would break ties by index). float32 scalar in [0, 1].
     """
     z, z_aug = _check_pair(z, z_aug)
-    return tf.reduce_mean(contrastive_hits(z, z_aug, z, z_aug, 0))
+    return global_nt_xent(z, z_aug, temperature=1.0)[1]
 
 
-def contrastive_hits(z, z_aug, z_all, z_aug_all, offset):
-    """1.0 for each of the 2n local anchors whose positive beats every global negative, else 0.0."""
-    return hits_from_logits(*anchor_logits(z, z_aug, z_all, z_aug_all, offset, temperature=1.0))
+def global_nt_xent(z, z_aug, temperature, local_negatives=False):
+    """(NTXentLoss, in-batch accuracy) of the global batch: this replica's shares of both.
+
+    Under tf.distribute each replica holds n of the global batch's N pairs. Its 2n anchors are
+    scored against the 2N embeddings gathered from every replica (SimCLR's global batch; with
+    `local_negatives`, against its own 2n only), their per-anchor losses and hits summed and divided
+    by the global anchor count, so the replicas' shares add up to what one device computes on the
+    whole batch. With one replica (or outside a strategy) this is simply the value of the batch.
+    The gradient flows through the gathered rows back to the replica that holds them.
+    """
+    if local_negatives or distribute.num_replicas() == 1:
+        z_all, z_aug_all, offset = z, z_aug, 0
+    else:
+        dim = tf.shape(z)[1]
+        both, offset = distribute.gather_rows(tf.concat([z, z_aug], axis=1))
+        z_all, z_aug_all = both[:, :dim], both[:, dim:]
+    logits, labels = anchor_logits(z, z_aug, z_all, z_aug_all, offset, temperature)
+    per_anchor = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    anchors = distribute.global_sum(tf.cast(tf.size(labels), tf.float32))
+    hits = hits_from_logits(tf.stop_gradient(logits), labels)
+    return tf.reduce_sum(per_anchor) / anchors, tf.reduce_sum(hits) / anchors
+
+
+def global_cross_entropy(y, logits, labeled=None):
+    """CrossEntropy(y, logits): the mean over the global batch's labeled clips, this replica's share.
+
+    Under tf.distribute each replica sums its clips' losses and divides by the global count, so
+    the replicas' shares add up to the one-device mean. With `labeled` (a boolean mask; the single
+    pass classifies every row of the global batch on every replica) only the marked rows count,
+    and each replica holds 1/replicas of their mean.
+    """
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.reshape(tf.cast(y, tf.int32), [-1]), logits=tf.cast(logits, tf.float32))
+    if labeled is not None:
+        weights = tf.cast(labeled, tf.float32)
+        mean = tf.reduce_sum(weights * per_example) / tf.reduce_sum(weights)
+        return mean / float(distribute.num_replicas())
+    count = distribute.global_sum(tf.cast(tf.size(per_example), tf.float32))
+    return tf.reduce_sum(per_example) / count
 
 
 def hits_from_logits(logits, labels):

@@ -16,6 +16,7 @@ unless `local_negatives`, and the logged metrics are the global batch's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -23,18 +24,19 @@ import tensorflow as tf
 
 from csr import config, distribute
 from csr.augment import AugmentConfig, mixed_views
+from csr.config import BACKBONES
+from csr.errors import UserError
 from csr.features import LogMelSpectrogram, SpectrogramToImage, frames_for
-from csr.losses import anchor_logits, hits_from_logits
+from csr.losses import global_cross_entropy, global_nt_xent
 from csr.pipeline import DEVICE_MIX_KEYS  # raw clips + the step's seed: the step mixes them
 
-BACKBONES = ("resnet50v2", "small")
 MODES = ("supervised", "proposed")
 VIEW_KEYS = ("s1", "s1_aug", "s2", "s2_aug")
 ROW_LABEL_KEYS = ("s1_y", "s2_y")  # label of each row of s1 / s2, -1 if unlabeled (single pass)
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A backbone weights file is missing, in an unknown format, or does not fit the backbone."""
 
 
@@ -60,11 +62,7 @@ def build_backbone(name, input_shape, weights=None):
     average pooling, 128-d, for CPU demos and tests. weights: "imagenet" (resnet50v2 only; Keras
     downloads it once to ~/.keras/models), None (random init) or a local weights file.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
-    weights_file = None
-    if weights is not None and weights != "imagenet":
-        weights_file = _check_weights_file(weights)
+    weights_file = check_weights(name, weights)
     if name == "resnet50v2":
         model = keras.applications.ResNet50V2(
             include_top=False,
@@ -73,8 +71,6 @@ def build_backbone(name, input_shape, weights=None):
             pooling="avg",
         )
     else:
-        if weights == "imagenet":
-            raise ValueError("backbone 'small' has no ImageNet weights; use weights=None or a weights file")
         model = _small_cnn(input_shape)
     if weights_file is not None:
         _load_backbone_weights(model, weights_file)
@@ -92,6 +88,43 @@ def _small_cnn(input_shape):
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool{i}")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def check_weights(backbone: str, weights) -> str | None:
+    """Check a backbone's weights before anything is built: the local file's path, or None.
+
+    "imagenet" is fetched here, once, into Keras' cache (~/.keras/models); offline, the error names
+    the file Keras looks for and where, and that --weights=PATH takes a local copy.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
+    if weights is None:
+        return None
+    if weights != "imagenet":
+        return _check_weights_file(weights)
+    if backbone != "resnet50v2":
+        raise WeightsError(f"backbone {backbone!r} has no ImageNet weights; use weights=None or a weights file")
+    _fetch_imagenet_weights()
+    return None
+
+
+IMAGENET_FILE = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def _fetch_imagenet_weights() -> None:
+    """Keras' own download of ResNet50V2's ImageNet weights (the same file, URL and hash that
+    keras.applications.ResNet50V2 uses), with an error a user can act on."""
+    from keras.src.applications import resnet  # the URL and hash keras.applications itself uses
+
+    where = os.path.join(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")), "models", IMAGENET_FILE)
+    try:
+        keras.utils.get_file(IMAGENET_FILE, resnet.BASE_WEIGHTS_PATH + IMAGENET_FILE, cache_subdir="models",
+                             file_hash=resnet.WEIGHTS_HASHES["resnet50v2"][1])
+    except Exception as err:  # noqa: BLE001 - Keras raises a bare Exception for a failed download
+        raise WeightsError(
+            f"ImageNet weights for ResNet50V2 are not in Keras' cache and cannot be downloaded ({err}); copy "
+            f"{IMAGENET_FILE} from a machine with internet to {where}, or pass --weights=PATH to a local "
+            "copy") from None
 
 
 def _check_weights_file(path):
@@ -122,7 +155,7 @@ def _load_backbone_weights(model, path):
         ) from err
 
 
-def build_classifier_head(num_classes, hidden=128):
+def build_classifier_head(num_classes, hidden=config.HIDDEN_DIM):
     """g_c: Dense(hidden)-BN-ReLU-Dense(num_classes); float32 logits even under mixed precision."""
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
@@ -137,7 +170,7 @@ def build_classifier_head(num_classes, hidden=128):
     )
 
 
-def build_projection_head(dim=64, hidden=128):
+def build_projection_head(dim=config.PROJECTION_DIM, hidden=config.HIDDEN_DIM):
     """g_p: Dense(hidden)-BN-ReLU-Dense(dim)-L2 normalise; float32 unit vectors for NT-Xent."""
     return keras.Sequential(
         [
@@ -151,38 +184,63 @@ def build_projection_head(dim=64, hidden=128):
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """How the train step computes Algorithm 1's loss; baked into the traced step.
+
+    reg_weight is lambda_reg, temperature NT-Xent's; local_negatives (under a strategy) draws each
+    anchor's negatives from its replica's rows only instead of the global batch; single_pass takes
+    f(x_b) from the views' backbone pass (see CSRModel._single_pass_step); augment is the
+    batch-split mixing the step applies when the pipeline sends raw clips (mix_on="device").
+    """
+
+    reg_weight: float = config.REG_WEIGHT
+    temperature: float = config.TEMPERATURE
+    local_negatives: bool = False
+    single_pass: bool = False
+    augment: AugmentConfig = AugmentConfig()
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"StepOptions.temperature must be positive, got {self.temperature!r}")
+        if not self.reg_weight >= 0:
+            raise ValueError(f"StepOptions.reg_weight must not be negative, got {self.reg_weight!r}")
+        if not isinstance(self.augment, AugmentConfig):
+            raise ValueError(f"StepOptions.augment must be a csr.augment.AugmentConfig, got {self.augment!r}")
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "augment": dataclasses.asdict(self.augment)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "StepOptions":
+        obj = dict(obj)
+        obj["augment"] = AugmentConfig(**obj.get("augment", {}))
+        return cls(**obj)
+
+
 @keras.saving.register_keras_serializable(package="csr")
 class CSRModel(keras.Model):
     """Front end + backbone f + classifier g_c + projector g_p, with the paper's training step.
 
-    `mode` ("supervised" or "proposed") selects the train step; it, `reg_weight` (lambda_reg, 0.05)
-    and `temperature` (NT-Xent, 0.01) are Python values baked into the traced step, and setting any
-    of them drops the cached step so the change applies from the next fit/train_on_batch call, with
-    no recompile (the optimizer keeps its state). Metrics reported by fit: loss, clf_loss, accuracy,
-    and in proposed mode also reg_loss (the sum of the two NT-Xent terms, unweighted) and contrastive_accuracy
-    (mean of the two views' in-batch accuracies). Supervised mode omits the last two rather than
-    logging a fake 0. The loss metric is the raw loss, so a NaN shows up for the trainer to stop on.
+    `mode` selects the train step: "supervised" (the warm-up of Algorithm 1, line 1, and the
+    supervised baselines: cross-entropy on (x, y) batches) or "proposed" (lines 9-13 on the
+    batch-split-mixed views). `mode` and `options` (StepOptions) are Python values baked into the
+    traced step; `configure` is the one way to change them, and it drops the cached step so the
+    change applies from the next fit call without a recompile (the optimizer keeps its state).
 
-    Two more step options, also baked into the trace: `local_negatives` (under a strategy, NT-Xent
-    negatives from the replica's own rows only, instead of the global batch as in SimCLR) and
-    `single_pass` (the proposed step takes f(x) from the backbone pass over the views instead of
-    a second pass over x; see `_single_pass_forward` for when that is the same computation).
+    Metrics reported by fit: loss, clf_loss, accuracy, and in proposed mode also reg_loss (the sum
+    of the two NT-Xent terms, unweighted) and contrastive_accuracy (mean of the two views'
+    in-batch accuracies). Supervised mode omits the last two rather than logging a fake 0. The
+    loss metric is the raw loss, so a NaN shows up for the trainer to stop on.
     """
 
     def __init__(self, frontend, backbone, classifier, projector, *, mode="supervised",
-                 reg_weight=config.REG_WEIGHT, temperature=config.TEMPERATURE, build_kwargs=None,
-                 local_negatives=False, single_pass=False, augment=AugmentConfig(), **kwargs):
+                 options=StepOptions(), build_kwargs=None, **kwargs):
         super().__init__(**kwargs)
         self.frontend = frontend
         self.backbone = backbone
         self.classifier = classifier
         self.projector = projector
-        self.mode = mode
-        self.reg_weight = reg_weight
-        self.temperature = temperature
-        self.local_negatives = local_negatives
-        self.single_pass = single_pass
-        self.augment = augment
         # build_model's arguments, so a saved model can be rebuilt (see get_config).
         self.build_kwargs = dict(build_kwargs or {})
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -190,74 +248,35 @@ class CSRModel(keras.Model):
         self.reg_loss_tracker = keras.metrics.Mean(name="reg_loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.contrastive_accuracy_tracker = keras.metrics.Mean(name="contrastive_accuracy")
+        self._mode, self._options = "supervised", StepOptions()
+        self.configure(mode=mode, options=options)
 
     @property
-    def mode(self):
+    def mode(self) -> str:
         return self._mode
 
-    @mode.setter
-    def mode(self, value):
-        if value not in MODES:
-            raise ValueError(f"CSRModel.mode must be one of {MODES}, got {value!r}")
-        self._mode = value
-        self._retrace()
-
     @property
-    def reg_weight(self):
-        return self._reg_weight
+    def options(self) -> StepOptions:
+        return self._options
 
-    @reg_weight.setter
-    def reg_weight(self, value):
-        self._reg_weight = float(value)
-        self._retrace()
-
-    @property
-    def temperature(self):
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value):
-        if not value > 0:
-            raise ValueError(f"CSRModel.temperature must be positive, got {value!r}")
-        self._temperature = float(value)
-        self._retrace()
-
-    @property
-    def local_negatives(self):
-        return self._local_negatives
-
-    @local_negatives.setter
-    def local_negatives(self, value):
-        self._local_negatives = bool(value)
-        self._retrace()
-
-    @property
-    def single_pass(self):
-        return self._single_pass
-
-    @single_pass.setter
-    def single_pass(self, value):
-        self._single_pass = bool(value)
-        self._retrace()
-
-    @property
-    def augment(self):
-        """The AugmentConfig the step mixes raw batches with (csr.pipeline mix_on="device")."""
-        return self._augment
-
-    @augment.setter
-    def augment(self, value):
-        if not isinstance(value, AugmentConfig):
-            raise ValueError(f"CSRModel.augment must be a csr.augment.AugmentConfig, got {value!r}")
-        self._augment = value
-        self._retrace()
-
-    def _retrace(self):
-        # mode, reg_weight, temperature and the step options are baked into the traced train step
-        # as Python values; dropping the cached function makes a change take effect without a
-        # recompile.
+    def configure(self, mode: str | None = None, options: StepOptions | None = None, **changes):
+        """Set the step's mode and options (or change some options by name) for the next fit."""
+        mode = self._mode if mode is None else mode
+        if mode not in MODES:
+            raise ValueError(f"CSRModel mode must be one of {MODES}, got {mode!r}")
+        options = self._options if options is None else options
+        if changes:
+            options = dataclasses.replace(options, **changes)
+        if not isinstance(options, StepOptions):
+            raise ValueError(f"CSRModel options must be a csr.model.StepOptions, got {options!r}")
+        self._mode, self._options = mode, options
+        if mode == "supervised":
+            self._train_step = self._supervised_step
+        else:
+            self._train_step = self._single_pass_step if options.single_pass else self._proposed_step
         if getattr(self, "train_function", None) is not None:
-            self.train_function = None
+            self.train_function = None  # the traced step holds the old values; trace again
+        return self
 
     def compile(self, *args, **kwargs):
         """keras.Model.compile, then build the optimizer over all trainable variables (g_p included).
@@ -299,60 +318,167 @@ class CSRModel(keras.Model):
         return self.classifier.compute_output_shape(
             self.backbone.compute_output_shape(self.frontend.compute_output_shape(input_shape)))
 
+    # -- the networks of Algorithm 1: f, g_c . f and g_p . f --------------------------------------
+
     def embed(self, waves, training=False):
-        """Backbone features f(x) (2,048-d for ResNet50V2), float32; what `predict --embed` writes."""
+        """f(x): backbone features (2,048-d for ResNet50V2), float32; what `predict --embed` writes."""
         image = self.frontend(waves, training=training)
         return tf.cast(self.backbone(image, training=training), tf.float32)
 
     def project(self, waves, training=False):
-        """L2-normalised contrastive embeddings g_p(f(x)), float32."""
+        """g_p . f(x): L2-normalised contrastive embeddings, float32."""
         return self.projector(self.embed(waves, training=training), training=training)
 
     def call(self, waves, training=False):
-        """Class logits g_c(f(x)), float32, for waveforms (batch, samples)."""
+        """g_c . f(x): class logits, float32, for waveforms (batch, samples)."""
         return self.classifier(self.embed(waves, training=training), training=training)
 
-    # -- training ---------------------------------------------------------------------------------
+    # -- training: Algorithm 1 --------------------------------------------------------------------
 
-    def _classification_share(self, y, logits):
-        """This replica's share of the global batch's mean cross-entropy: sum / global count."""
-        y = tf.reshape(tf.cast(y, tf.int32), [-1])
-        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=y, logits=tf.cast(logits, tf.float32))
-        count = distribute.global_sum(tf.cast(tf.size(y), tf.float32))
-        return tf.reduce_sum(per_example) / count, y
+    def train_step(self, data):
+        return self._train_step(data)
 
-    def _contrastive_share(self, z, z_aug):
-        """This replica's shares of NT-Xent(z, z~) and of its in-batch accuracy over the global batch.
+    def _supervised_step(self, data):
+        """Warm-up (Algorithm 1, line 1) and the supervised baselines: L_clf alone updates f and g_c."""
+        x_b, y_b = self._labeled_batch(data)
+        with tf.GradientTape() as tape:
+            logits = self(x_b, training=True)
+            L_clf = self._cross_entropy(y_b, logits)
+        self._optimize(tape, L_clf, self._classifier_variables())  # g_p takes no part in this loss
+        self._record(L_clf, L_clf, y_b, logits)
+        return distribute.keras_logs(self.metrics)
 
-        The replica's 2n anchors are scored against the 2N embeddings of all replicas (or of its own
-        rows with local_negatives) and summed, then divided by the global 2N: the shares of all
-        replicas add up to nt_xent / contrastive_accuracy of the whole batch on one device.
+    def _proposed_step(self, data):
+        """Algorithm 1, lines 9-13, on the views s1, s1~, s2, s2~ of lines 4-8 (csr.augment)."""
+        x_b, y_b, s1, s1_bar, s2, s2_bar = self._joint_batch(data)
+        lam = self.options.reg_weight
+        with tf.GradientTape() as tape:
+            logits = self(x_b, training=True)
+            L_clf = self._cross_entropy(y_b, logits)                          # line 9
+            z1, z1_bar, z2, z2_bar = self._project_views(s1, s1_bar, s2, s2_bar)
+            L_reg_1, hits_1 = self._nt_xent(z1, z1_bar)                       # line 10
+            L_reg_2, hits_2 = self._nt_xent(z2, z2_bar)                       # line 11
+            loss = L_clf + lam * (L_reg_1 + L_reg_2)                          # line 12
+        self._optimize(tape, loss, self.trainable_variables)                  # line 13: f, g_c, g_p
+        self._record(loss, L_clf, y_b, logits, L_reg_1 + L_reg_2, 0.5 * (hits_1 + hits_2))
+        return distribute.keras_logs(self.metrics)
+
+    def _single_pass_step(self, data):
+        """Lines 9-13 with one backbone pass: f(x_b) is read from the pass over the views.
+
+        The labeled clips x_b are rows of s1 and s2 (batch-split mixing shuffles them with the
+        unlabeled clips and splits them), so g_c can classify them from the features of that pass,
+        saving the second pass over x_b (8 of 88 clips at the paper's batch sizes). The result
+        equals `_proposed_step` whenever f treats each clip independently (BatchNorm frozen, or
+        none); with training-mode BatchNorm in f the two differ: the two-pass step normalises f(x_b)
+        with the statistics of the labeled batch alone, this one with those of all views.
         """
-        if self.local_negatives or distribute.num_replicas() == 1:
-            z_all, z_aug_all, offset = z, z_aug, 0
-        else:
-            dim = tf.shape(z)[1]
-            both, offset = distribute.gather_rows(tf.concat([z, z_aug], axis=1))
-            z_all, z_aug_all = both[:, :dim], both[:, dim:]
-        logits, labels = anchor_logits(z, z_aug, z_all, z_aug_all, offset, self.temperature)
-        per_anchor = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        anchors = distribute.global_sum(tf.cast(tf.size(labels), tf.float32))
-        hits = hits_from_logits(tf.stop_gradient(logits), labels)
-        return tf.reduce_sum(per_anchor) / anchors, tf.reduce_sum(hits) / anchors
+        views, row_labels = self._single_pass_batch(data)
+        lam = self.options.reg_weight
+        with tf.GradientTape() as tape:
+            features = self.embed(tf.concat(views, axis=0), training=True)
+            f_s1, f_s1_bar, f_s2, f_s2_bar = self._split_views(features, views)
+            y_b, logits, labeled = self._classify_labeled_rows(f_s1, f_s2, row_labels)
+            L_clf = self._cross_entropy(y_b, logits, labeled)                 # line 9
+            z1, z1_bar, z2, z2_bar = self._split_views(self.projector(features, training=True), views)
+            L_reg_1, hits_1 = self._nt_xent(z1, z1_bar)                       # line 10
+            L_reg_2, hits_2 = self._nt_xent(z2, z2_bar)                       # line 11
+            loss = L_clf + lam * (L_reg_1 + L_reg_2)                          # line 12
+        self._optimize(tape, loss, self.trainable_variables)                  # line 13
+        self._record(loss, L_clf, y_b, logits, L_reg_1 + L_reg_2, 0.5 * (hits_1 + hits_2),
+                     weights=tf.cast(labeled, tf.float32))
+        return distribute.keras_logs(self.metrics)
 
-    def _apply(self, tape, loss, variables):
-        grads = distribute.sum_gradients(tape.gradient(loss, variables))
+    def test_step(self, data):
+        """Held-out (x, y): cross-entropy and accuracy, no augmentation, BN in inference mode."""
+        x, y = self._labeled_batch(data)
+        logits = self(x, training=False)
+        self.loss_tracker.update_state(distribute.global_sum(self._cross_entropy(y, logits)))
+        self.accuracy_tracker.update_state(*self._gathered(y, logits))
+        return distribute.keras_logs([self.loss_tracker, self.accuracy_tracker])
+
+    # -- the two losses of Algorithm 1, over the global batch (csr.losses) ------------------------
+
+    def _cross_entropy(self, y, logits, labeled=None):
+        """CrossEntropy(y_b, g_c . f(x_b)), the mean over the global batch (this replica's share)."""
+        return global_cross_entropy(y, logits, labeled)
+
+    def _nt_xent(self, z, z_bar):
+        """NTXentLoss(z, z~) over the global batch, and its in-batch accuracy (this replica's shares)."""
+        return global_nt_xent(z, z_bar, self.options.temperature, self.options.local_negatives)
+
+    # -- bookkeeping: batches, views, the update and the metrics -----------------------------------
+
+    def _classifier_variables(self):
+        return (self.frontend.trainable_variables + self.backbone.trainable_variables
+                + self.classifier.trainable_variables)
+
+    def _optimize(self, tape, loss, variables):
+        """Optimize(Loss): gradients of the global loss, loss-scaled under mixed precision and summed
+        over replicas, and one optimizer update; BatchNorm statistics kept equal on every replica."""
+        scale = self.optimizer.scale_loss(tf.ones_like(loss))  # 1, or the dynamic loss scale
+        grads = distribute.sum_gradients(tape.gradient(loss, variables, output_gradients=scale))
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             grads = distribute.agree_on_finite(grads)
         self.optimizer.apply(grads, variables)
-        distribute.average_moving_statistics(self)
+        distribute.average_moving_statistics(batchnorm_layers(self))
+
+    def _record(self, loss, clf_loss, y, logits, reg_loss=None, hits=None, weights=None):
+        """Update the metrics with the global batch's values: one all-reduce for every number."""
+        if reg_loss is None:
+            loss, clf_loss = tf.unstack(distribute.global_sum(tf.stack([loss, clf_loss])))
+        else:
+            loss, clf_loss, reg_loss, hits = tf.unstack(distribute.global_sum(
+                tf.stack([loss, clf_loss, reg_loss, hits])))
+            self.reg_loss_tracker.update_state(reg_loss)
+            self.contrastive_accuracy_tracker.update_state(hits)
+        self.loss_tracker.update_state(loss)
+        self.clf_loss_tracker.update_state(clf_loss)
+        if weights is None:  # single pass: y and logits already hold the global batch
+            y, logits = self._gathered(y, logits)
+        self.accuracy_tracker.update_state(y, logits, sample_weight=weights)
+
+    @staticmethod
+    def _gathered(y, logits):
+        # Every replica counts the whole global batch: Keras reads a metric's first replica copy
+        # at the end of an epoch, so replica-local counts would report one replica's accuracy.
+        return distribute.gather_constant((_flat_labels(y), logits))
+
+    def _project_views(self, *views):
+        """g_p . f of the four views in one backbone pass (4 x 20 = 80 clips at the paper's sizes)."""
+        return self._split_views(self.project(tf.concat(views, axis=0), training=True), views)
+
+    @staticmethod
+    def _split_views(stacked, views):
+        sizes = tf.stack([tf.shape(v)[0] for v in views])
+        return tf.split(stacked, sizes, num=len(views), axis=0)
+
+    def _classify_labeled_rows(self, f_s1, f_s2, row_labels):
+        """g_c on the original rows of s1 and s2, its BatchNorm over the labeled rows only.
+
+        Returns (y, logits, labeled) for every row of the global batch: under a strategy the labeled
+        rows may sit on other replicas, so the rows' features and labels are gathered and every
+        replica applies g_c to the whole global batch. Unlabeled rows get label 0 and weight 0 in
+        the loss and in BatchNorm's batch statistics (a masked BatchNorm), which keeps every shape
+        static (XLA).
+        """
+        originals, _ = distribute.gather_rows(tf.concat([f_s1, f_s2], axis=0))
+        labels = distribute.gather_constant(row_labels)
+        labeled = labels >= 0
+        hidden = originals
+        for layer in self.classifier.layers:  # Dense-BN-ReLU-Dense
+            if isinstance(layer, keras.layers.BatchNormalization):
+                hidden = layer(hidden, training=True, mask=labeled)
+            else:
+                hidden = layer(hidden, training=True)
+        y = tf.where(labeled, labels, tf.zeros_like(labels))
+        return y, tf.cast(hidden, tf.float32), labeled
 
     def _labeled_batch(self, data):
         if isinstance(data, dict):
             raise ValueError(
                 f"CSRModel expects (x, y) batches here (mode={self.mode!r}), got a dict with keys "
-                f"{sorted(data)}; dict batches are for training with model.mode = 'proposed'"
+                f"{sorted(data)}; dict batches are for training after configure(mode='proposed')"
             )
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if y is None:
@@ -361,37 +487,28 @@ class CSRModel(keras.Model):
             raise ValueError("CSRModel does not support sample_weight / class_weight (the paper uses none)")
         return x, y
 
-    def train_step(self, data):
-        if self.mode == "proposed":
-            return self._proposed_step(data)
-        x, y = self._labeled_batch(data)
-        variables = (self.frontend.trainable_variables + self.backbone.trainable_variables
-                     + self.classifier.trainable_variables)  # g_p takes no part in this loss
-        with tf.GradientTape() as tape:
-            logits = self(x, training=True)
-            share, y = self._classification_share(y, logits)
-            scaled = self.optimizer.scale_loss(share)  # identity unless a LossScaleOptimizer
-        self._apply(tape, scaled, variables)
-        loss = distribute.global_sum(share)  # the global batch's loss, the same on every replica
-        self.loss_tracker.update_state(loss)
-        self.clf_loss_tracker.update_state(loss)
-        self._update_accuracy(*distribute.gather_constant((y, logits)))
-        return distribute.keras_logs(self.metrics)
+    def _joint_batch(self, data):
+        """(x_b, y_b, s1, s1~, s2, s2~) of a joint-training batch (mixed here if it came raw)."""
+        data = self._views_batch(data, ("x", "y"))
+        views = [tf.convert_to_tensor(data[k], dtype=tf.float32) for k in VIEW_KEYS]
+        return (data["x"], data["y"], *views)
 
-    def _update_accuracy(self, y, logits, weights=None):
-        # Every replica counts the whole global batch: Keras reads a metric's first replica copy
-        # at the end of an epoch, so replica-local counts would report one replica's accuracy.
-        self.accuracy_tracker.update_state(y, logits, sample_weight=weights)
+    def _single_pass_batch(self, data):
+        """The four views and the label of each original row (-1 if unlabeled)."""
+        data = self._views_batch(data, ROW_LABEL_KEYS)
+        views = [tf.convert_to_tensor(data[k], dtype=tf.float32) for k in VIEW_KEYS]
+        labels = tf.concat([_flat_labels(data[k]) for k in ROW_LABEL_KEYS], axis=0)
+        return views, labels
 
-    def _proposed_batch(self, data):
+    def _views_batch(self, data, needed):
         if isinstance(data, (tuple, list)) and data and isinstance(data[0], dict):
             data = data[0]  # train_on_batch(dict) arrives as (dict, None, None)
         if isinstance(data, dict) and set(DEVICE_MIX_KEYS) <= set(data) and not set(VIEW_KEYS) & set(data):
             data = self._mix_on_device(data)
-        needed = (("x", "y") if not self.single_pass else ROW_LABEL_KEYS) + VIEW_KEYS
+        needed = tuple(needed) + VIEW_KEYS
         if not isinstance(data, dict) or not set(needed) <= set(data):
             hint = (" (single_pass needs the per-row labels s1_y, s2_y that "
-                    "csr.pipeline.proposed_dataset provides)" if self.single_pass else "")
+                    "csr.pipeline.proposed_dataset provides)" if self.options.single_pass else "")
             raise ValueError(
                 f"CSRModel in 'proposed' mode expects dict batches with keys {needed} (or {DEVICE_MIX_KEYS}, "
                 f"mixed in the step), got {sorted(data) if isinstance(data, dict) else type(data)}{hint}"
@@ -410,89 +527,7 @@ class CSRModel(keras.Model):
                 f"unlabeled = {sum(rows)} is odd (batch-split mixing halves them); choose batch sizes "
                 f"whose per-replica total is even, or mix on the host (--mix_on=host)")
         return mixed_views(tf.convert_to_tensor(data["x"], tf.float32), data["y"],
-                           tf.convert_to_tensor(data["u"], tf.float32), self.augment, seed)
-
-    def _proposed_step(self, data):
-        """Algorithm 1 lines 9-13: L = CE(y, g_c(f(x))) + lambda * (NTXent(s1, s1~) + NTXent(s2, s2~))."""
-        data = self._proposed_batch(data)
-        views = [tf.convert_to_tensor(data[k], dtype=tf.float32) for k in VIEW_KEYS]
-        n1 = tf.shape(views[0])[0]
-        n2 = tf.shape(views[2])[0]
-        with tf.GradientTape() as tape:
-            if self.single_pass:  # y, logits of the global batch's rows, weight 0 if unlabeled
-                clf_share, y, logits, weights, z = self._single_pass_forward(data, views, n1, n2)
-            else:
-                logits = self(data["x"], training=True)
-                clf_share, y = self._classification_share(data["y"], logits)
-                y, logits = distribute.gather_constant((y, logits))
-                weights = None
-                # One backbone pass over all four views (4 x 20 = 80 clips at the paper's batch sizes).
-                z = self.project(tf.concat(views, axis=0), training=True)
-            z1, z1_aug, z2, z2_aug = tf.split(z, tf.stack([n1, n1, n2, n2]), num=4, axis=0)
-            reg1, hits1 = self._contrastive_share(z1, z1_aug)
-            reg2, hits2 = self._contrastive_share(z2, z2_aug)
-            reg_share = reg1 + reg2
-            share = clf_share + self.reg_weight * reg_share
-            scaled = self.optimizer.scale_loss(share)
-        self._apply(tape, scaled, self.trainable_variables)
-        # One all-reduce for every logged number: the global batch's values on every replica.
-        loss, clf_loss, reg_loss, hits = tf.unstack(distribute.global_sum(
-            tf.stack([share, clf_share, reg_share, 0.5 * (hits1 + hits2)])))
-        self.loss_tracker.update_state(loss)
-        self.clf_loss_tracker.update_state(clf_loss)
-        self.reg_loss_tracker.update_state(reg_loss)
-        self._update_accuracy(y, logits, weights)
-        self.contrastive_accuracy_tracker.update_state(hits)
-        return distribute.keras_logs(self.metrics)
-
-    def _single_pass_forward(self, data, views, n1, n2):
-        """f(x) taken from the views' backbone pass: (clf share, y, logits, weights, z), one pass not two.
-
-        The labeled clips x are rows of s1 and s2 (batch_split_mix shuffles x with the unlabeled
-        clips and splits them), so g_c can read their features from the pass over the four views,
-        saving the second backbone pass over x (8 of 88 clips at the paper's batch sizes). The
-        labeled rows are those with s1_y / s2_y >= 0. g_c runs on all original rows with weight 1
-        for labeled rows and 0 for the others, in the cross-entropy and in its BatchNorm's batch
-        statistics (a masked BatchNorm), which keeps every shape static (XLA) and makes unlabeled
-        rows contribute nothing. Under a strategy the labeled rows may sit on other replicas, so
-        the original rows' features and labels are gathered and every replica applies g_c to the
-        whole global batch (its share is 1/replicas of that loss).
-
-        The result equals the two-pass step whenever f treats each clip independently: BatchNorm in
-        inference mode (frozen) or no BatchNorm. With training-mode BatchNorm in f the two differ:
-        the two-pass step normalises f(x) with the statistics of the labeled batch alone, this one
-        with the statistics of all views. g_c and the cross-entropy see the same labeled rows
-        either way (in another order, which neither a mean nor batch statistics depend on).
-        """
-        features = self.embed(tf.concat(views, axis=0), training=True)
-        z = self.projector(features, training=True)
-        f1, _, f2, _ = tf.split(features, tf.stack([n1, n1, n2, n2]), num=4, axis=0)
-        originals, _ = distribute.gather_rows(tf.concat([f1, f2], axis=0))
-        row_labels = distribute.gather_constant(tf.concat(
-            [tf.reshape(tf.cast(data[k], tf.int32), [-1]) for k in ROW_LABEL_KEYS], axis=0))
-        labeled = row_labels >= 0
-        weights = tf.cast(labeled, tf.float32)
-        y = tf.where(labeled, row_labels, tf.zeros_like(row_labels))
-        hidden = originals
-        for layer in self.classifier.layers:  # Dense-BN-ReLU-Dense, the BN over labeled rows only
-            if isinstance(layer, keras.layers.BatchNormalization):
-                hidden = layer(hidden, training=True, mask=labeled)
-            else:
-                hidden = layer(hidden, training=True)
-        logits = tf.cast(hidden, tf.float32)
-        per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        clf_loss = tf.reduce_sum(weights * per_row) / tf.reduce_sum(weights)
-        share = clf_loss / float(distribute.num_replicas())
-        return share, y, logits, weights, z
-
-    def test_step(self, data):
-        """Held-out (x, y): cross-entropy and accuracy, no augmentation, BN in inference mode."""
-        x, y = self._labeled_batch(data)
-        logits = self(x, training=False)
-        share, y = self._classification_share(y, logits)
-        self.loss_tracker.update_state(distribute.global_sum(share))
-        self._update_accuracy(*distribute.gather_constant((y, logits)))
-        return distribute.keras_logs([self.loss_tracker, self.accuracy_tracker])
+                           tf.convert_to_tensor(data["u"], tf.float32), self.options.augment, seed)
 
     # -- saving -----------------------------------------------------------------------------------
 
@@ -500,26 +535,42 @@ class CSRModel(keras.Model):
         """The build_model arguments (not the layers): `from_config` rebuilds the same network."""
         if not self.build_kwargs:
             raise TypeError("CSRModel can only be serialised when created by build_model")
-        return {**self.build_kwargs, "mode": self.mode, "reg_weight": self.reg_weight,
-                "temperature": self.temperature, "name": self.name}
+        return {**self.build_kwargs, "mode": self.mode, "options": self.options.to_json(),
+                "name": self.name}
 
     @classmethod
     def from_config(cls, cfg):
         cfg = dict(cfg)
         mode = cfg.pop("mode", "supervised")
-        reg_weight = cfg.pop("reg_weight", config.REG_WEIGHT)
-        temperature = cfg.pop("temperature", config.TEMPERATURE)
+        options = StepOptions.from_json(cfg.pop("options", {}))
         cfg.pop("name", None)
         cfg["weights"] = None  # the saved file carries the trained weights
-        model = build_model(**cfg)
-        model.mode, model.reg_weight, model.temperature = mode, reg_weight, temperature
-        return model
+        return build_model(**cfg).configure(mode=mode, options=options)
+
+
+def _flat_labels(y):
+    return tf.reshape(tf.cast(y, tf.int32), [-1])
+
+
+def batchnorm_layers(model) -> list:
+    """Every BatchNormalization layer of a model, nested models included, each once."""
+    found, stack, seen = [], [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        stack.extend(reversed(getattr(layer, "layers", [])))
+    return found
 
 
 def build_model(num_classes, backbone="resnet50v2", weights="imagenet", sample_rate=config.SAMPLE_RATE,
                 clip_samples=config.CLIP_SAMPLES, n_fft=config.N_FFT, hop_length=config.HOP_LENGTH,
                 n_mels=config.N_MELS, f_min=config.F_MIN, f_max=config.F_MAX, scaling="minmax",
-                projection_dim=64, hidden_dim=128, seed=None, bn_momentum=None):
+                projection_dim=config.PROJECTION_DIM, hidden_dim=config.HIDDEN_DIM, seed=None,
+                bn_momentum=None):
     """The paper's network for `num_classes` classes, built and ready to compile.
 
     The backbone input is (n_mels, 1 + clip_samples // hop_length, 3) = (128, 480, 3) at the paper's
@@ -548,6 +599,19 @@ def build_model(num_classes, backbone="resnet50v2", weights="imagenet", sample_r
     return model
 
 
+def set_sync_batchnorm(model, synchronized: bool = True) -> int:
+    """Switch every BatchNormalization layer to cross-replica (synchronised) batch statistics.
+
+    With it, a training-mode BatchNorm on a replica normalises with the mean and variance of the
+    global batch, so the step computes what one device computes on that batch. Keras reads the
+    flag at call time, so it can be set on a built model. Returns how many layers were switched.
+    """
+    layers = batchnorm_layers(model)
+    for layer in layers:
+        layer.synchronized = bool(synchronized)
+    return len(layers)
+
+
 def set_bn_momentum(model, momentum: float) -> int:
     """Set the moving-average momentum of every BatchNormalization layer; returns how many.
 
@@ -558,7 +622,7 @@ def set_bn_momentum(model, momentum: float) -> int:
     """
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"bn_momentum must be in [0, 1), got {momentum}")
-    layers = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    layers = batchnorm_layers(model)
     for layer in layers:
         layer.momentum = float(momentum)
     return len(layers)

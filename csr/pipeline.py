@@ -22,9 +22,13 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from csr.augment import CPU_CHUNK_ROWS, AugmentConfig, mixed_views
+from csr.augment import (
+    CPU_CHUNK_ROWS,
+    AugmentConfig,
+    mixed_views,
+    row_labels,  # noqa: F401  (re-exported: pipeline.row_labels)
+)
 from csr.config import MIX_ON
-from csr.augment import row_labels  # noqa: F401  (re-exported: pipeline.row_labels)
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEVICE_MIX_KEYS = ("x", "y", "u", "mix_seed")  # a "device" batch: raw clips and the step's seed

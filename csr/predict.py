@@ -1,40 +1,32 @@
 """Classify audio files with a trained run: top-k classes and, optionally, backbone embeddings.
 
-    python -m csr.predict --run RUN_DIR FILE... [--top_k 3] [--windows] [--embed OUT.npy] [--batch 16]
-
-The network is rebuilt from the run's config.json and given the run's final weights
-(model.weights.h5) or, for a run that has not finished, its last checkpoint (checkpoints/last.npz).
-Each file goes through `csr.audio.load_audio` exactly as training clips do (mono, the model's sample
-rate, RMS-normalised over the whole file, first clip length, zero-padded). With --windows a file is
-instead cut into consecutive non-overlapping clip-length windows covering all of it and the softmax
-is averaged over them, as is the embedding; a last window holding at least half a clip of audio is
-zero-padded, a shorter remainder is dropped. Class names come from the run's class_names.json
-(a JSON list, index = label); without it classes print as class_<i>.
-A file that cannot be read is reported on stderr, the others are still classified, and the exit
-status is 1.
+The command line is csr.cli.predict (`csr-predict --run RUN_DIR FILE...`). The network is rebuilt
+from the run's config.json and given the run's final weights (model.weights.h5) or, for a run that
+has not finished, its last checkpoint. Each file goes through `csr.audio.load_audio` exactly as
+training clips do (mono, the model's sample rate, RMS-normalised over the whole file, first clip
+length, zero-padded). With `windows` a file is instead cut into consecutive non-overlapping
+clip-length windows covering all of it and the softmax is averaged over them, as is the embedding;
+a last window holding at least half a clip of audio is zero-padded, a shorter remainder is dropped.
+Class names come from the run's class_names.json (a JSON list, index = label); without it classes
+print as class_<i>. A file that cannot be read is reported in its FileResult; the others are still
+classified.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from csr.runio import atomic_write_text, read_json
-
-CONFIG_FILE = "config.json"
-CLASS_NAMES_FILE = "class_names.json"
-FINAL_WEIGHTS = "model.weights.h5"
-CHECKPOINT = Path("checkpoints") / "last.npz"
+from csr import rundir
+from csr.errors import UserError
+from csr.runio import atomic_write, atomic_write_text, read_json
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """A run directory that cannot be used for prediction; the message names the run and the problem."""
 
 
@@ -64,7 +56,7 @@ def load_class_names(run_dir, num_classes: int | None = None) -> list[str] | Non
     A file that exists but is not a list of strings, or lists a different number of classes than
     the model has, is an error: printing the wrong name for a class is worse than printing none.
     """
-    path = Path(run_dir) / CLASS_NAMES_FILE
+    path = Path(run_dir) / rundir.CLASS_NAMES
     if not path.is_file():
         return None
     names = read_json(path)
@@ -76,39 +68,6 @@ def load_class_names(run_dir, num_classes: int | None = None) -> list[str] | Non
     return names
 
 
-def _read_config(run_dir: Path) -> dict:
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise PredictError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    cfg = read_json(path)
-    missing = [k for k in ("num_classes", "backbone", "model_kwargs") if k not in cfg]
-    if missing:
-        raise PredictError(f"{path}: missing {', '.join(missing)}; not a csr run configuration")
-    return cfg
-
-
-def _load_checkpoint(model, path: Path) -> tuple[int | None, str | None]:
-    """Assign w0..wK of checkpoints/last.npz to model.weights in order; returns (epoch, phase)."""
-    try:
-        z = np.load(path)
-    except (OSError, ValueError) as err:
-        raise PredictError(f"{path}: cannot read checkpoint ({err})") from err
-    with z:
-        count = sum(1 for k in z.files if k.startswith("w") and k[1:].isdigit())
-        if count != len(model.weights):
-            raise PredictError(f"{path}: checkpoint holds {count} weight arrays, the model rebuilt from "
-                               f"{CONFIG_FILE} has {len(model.weights)}")
-        for i, var in enumerate(model.weights):
-            value = z[f"w{i}"]
-            if tuple(value.shape) != tuple(var.shape):
-                raise PredictError(f"{path}: w{i} ({var.path}) has shape {value.shape}, "
-                                   f"the model expects {tuple(var.shape)}")
-            var.assign(value)
-        epoch = int(z["epoch"]) if "epoch" in z.files else None
-        phase = str(z["phase"]) if "phase" in z.files else None
-    return epoch, phase
-
-
 def load_run(run_dir):
     """(model, class_names, info) for a run directory.
 
@@ -116,35 +75,42 @@ def load_run(run_dir):
     epoch/phase (of the checkpoint), sample_rate, clip_samples, named (class_names.json found),
     note (a message for the user, or None).
     """
+    from csr.checkpoint import Checkpoints
     from csr.model import build_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PredictError(f"{run_dir}: run directory not found")
-    cfg = _read_config(run_dir)
-    num_classes = int(cfg["num_classes"])
-    names = load_class_names(run_dir, num_classes)
-    model = build_model(num_classes, backbone=cfg["backbone"], weights=None, **cfg["model_kwargs"])
-    final, ckpt = run_dir / FINAL_WEIGHTS, run_dir / CHECKPOINT
+    if not (run_dir / rundir.CONFIG).is_file():
+        raise PredictError(f"{run_dir}: not a run directory (no {rundir.CONFIG})")
+    try:
+        config = rundir.read_config(run_dir)
+    except ValueError as err:
+        raise PredictError(str(err)) from err
+    names = load_class_names(run_dir, config.num_classes)
+    model = build_model(config.num_classes, **{**config.spec.model_settings(), "weights": None})
+    final, checkpoints = run_dir / rundir.FINAL_WEIGHTS, Checkpoints(run_dir)
     info = {"run_dir": str(run_dir), "finished": True, "epoch": None, "phase": None,
-            "sample_rate": model.build_kwargs["sample_rate"],
-            "clip_samples": model.build_kwargs["clip_samples"], "named": names is not None, "note": None}
+            "sample_rate": config.spec.sample_rate, "clip_samples": config.spec.clip_samples,
+            "named": names is not None, "note": None}
     if final.is_file():
         try:
             model.load_weights(str(final))
         except Exception as err:  # noqa: BLE001 - Keras' message names neither the file nor the run
-            raise PredictError(f"{final}: cannot load into the model rebuilt from {CONFIG_FILE} "
+            raise PredictError(f"{final}: cannot load into the model rebuilt from {rundir.CONFIG} "
                                f"({err})") from err
         info["weights"] = str(final)
-    elif ckpt.is_file():
-        info["epoch"], info["phase"] = _load_checkpoint(model, ckpt)
-        info.update(weights=str(ckpt), finished=False)
-        info["note"] = (f"{run_dir}: the run has not finished (no {FINAL_WEIGHTS}); using its last "
+    elif checkpoints.exists():
+        saved = checkpoints.latest()  # the newest that reads back whole; a damaged one is named
+        checkpoints.restore(saved, model)
+        info.update(weights=str(saved.prefix), finished=False, epoch=saved.epoch,
+                    phase=config.spec.phase_of(saved.epoch).name)
+        info["note"] = (f"{run_dir}: the run has not finished (no {rundir.FINAL_WEIGHTS}); using its last "
                         f"checkpoint, epoch {info['epoch']} ({info['phase']})")
     else:
-        raise PredictError(f"{run_dir}: no trained weights: neither {FINAL_WEIGHTS} nor {CHECKPOINT} "
-                           "exists (has the run finished an epoch?)")
-    return model, names or default_class_names(num_classes), info
+        raise PredictError(f"{run_dir}: no trained weights: neither {rundir.FINAL_WEIGHTS} nor a checkpoint "
+                           f"in {rundir.CHECKPOINTS}/ exists (has the run finished an epoch?)")
+    return model, names or default_class_names(num_classes=config.num_classes), info
 
 
 def _num_windows(path, sample_rate, clip_samples) -> int:
@@ -224,9 +190,9 @@ def predict_files(model, paths, top_k: int = 3, class_names=None, *, windows: bo
         waves = np.concatenate([w for _, w in pending])
         feats, logits = [], []
         for start in range(0, len(waves), int(batch_size)):
-            f, l = forward(waves[start:start + int(batch_size)])
-            feats.append(f.numpy())
-            logits.append(l.numpy())
+            features, batch_logits = forward(waves[start:start + int(batch_size)])
+            feats.append(features.numpy())
+            logits.append(batch_logits.numpy())
         feats, probs = np.concatenate(feats), _softmax(np.concatenate(logits).astype(np.float64))
         start = 0
         for result, w in pending:
@@ -267,11 +233,8 @@ def write_embeddings(out, results, dim: int) -> Path:
     array = (np.stack([r.embedding for r in ok]).astype(np.float32) if ok
              else np.zeros((0, int(dim)), np.float32))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write(out, "wb") as fh:
         np.save(fh, array)  # a file handle: np.save would append .npy to a bare name
-    os.replace(tmp, out)
     side = sidecar_path(out)
     atomic_write_text(side, "".join(f"{r.path}\n" for r in ok))
     return side
@@ -283,59 +246,3 @@ def format_result(result: FileResult) -> str:
     lines = [f"{result.path}{windows}"]
     lines += [f"  {rank}. {name:<{width}}  {p:.4f}" for rank, (_, name, p) in enumerate(result.top, 1)]
     return "\n".join(lines)
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m csr.predict", description=__doc__.splitlines()[0],
-        epilog="Exit status: 0 when every file was classified, 1 when any file (or the run) failed.")
-    parser.add_argument("--run", required=True, metavar="RUN_DIR",
-                        help="a run directory (results/<experiment>/<run-id>/)")
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format soundfile reads)")
-    parser.add_argument("--top_k", type=_positive_int, default=3, help="classes to print per file (default 3)")
-    parser.add_argument("--windows", action="store_true",
-                        help="average the softmax over consecutive non-overlapping clip-length (5 s) "
-                             "windows covering the whole file (a remainder under half a clip is "
-                             "dropped); default: the first clip, as in training")
-    parser.add_argument("--embed", metavar="OUT.npy",
-                        help="write the backbone embeddings (n_ok_files, D) here, and the file names "
-                             "to OUT.files.txt")
-    parser.add_argument("--batch", type=_positive_int, default=16, help="clips per forward pass (default 16)")
-    args = parser.parse_args(argv)
-
-    try:
-        model, names, info = load_run(args.run)
-    except PredictError as err:
-        print(f"csr.predict: error: {err}", file=sys.stderr)
-        return 1
-    if info["note"]:
-        print(f"csr.predict: note: {info['note']}", file=sys.stderr)
-    if not info["named"]:
-        print(f"csr.predict: note: {args.run}: no {CLASS_NAMES_FILE}; classes print as class_<i>",
-              file=sys.stderr)
-    results = predict_files(model, args.files, top_k=args.top_k, class_names=names,
-                            windows=args.windows, batch_size=args.batch)
-    for result in results:
-        if result.ok:
-            print(format_result(result))
-        else:
-            print(f"csr.predict: error: {result.error}", file=sys.stderr)
-    sys.stdout.flush()
-    if args.embed:
-        side = write_embeddings(args.embed, results, model.backbone.output_shape[-1])
-        print(f"csr.predict: wrote {args.embed} and {side}", file=sys.stderr)
-    failed = sum(not r.ok for r in results)
-    if failed:
-        print(f"csr.predict: {failed} of {len(results)} files failed", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

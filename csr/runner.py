@@ -1,65 +1,31 @@
-"""One run from its description: resolve the data, cache the waveforms, train, write results.
+"""One run from its description: check it, resolve the data, cache the waveforms, train.
 
-`RunSpec` is what a table cell or a command line asks for; `execute` turns it into a run directory
-`<out_dir>/<experiment>/<run_id>/` holding config.json, history.csv, result.json and checkpoints.
-A run whose result.json exists is skipped unless `overwrite` is set.
+`execute(spec, places, out_dir)` turns a RunSpec into its run folder
+`<out_dir>/<experiment>/<run_id>/` (csr.rundir). Everything cheap is checked before anything
+expensive starts or anything is written: the spec (on construction), the data tables and their
+files, the weights file, that --out_dir can be written, and that an existing run folder holds the
+same computation (settings and data content). A finished run is returned as it is, unless
+`overwrite`; a folder that holds another computation is an error that says what differs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import shutil
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from csr import sources
-from csr.runio import atomic_write_json, read_json
+from csr import rundir, sources
+from csr.errors import UserError
+from csr.runio import read_json
+from csr.spec import RunSpec
 
 log = logging.getLogger(__name__)
-
-# RunSpec fields passed to RunConfig unchanged: how a run executes (csr.distribute, mixed precision,
-# XLA) and the step options of csr.model.CSRModel.
-EXECUTION_OPTIONS = ("strategy", "mixed_precision", "jit_compile", "sync_bn", "local_negatives", "single_pass",
-                     "mix_on")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What to run: the method, the data and the training length overrides."""
-
-    experiment: str
-    method: str
-    target: str
-    unlabeled: str
-    fraction: float = 1.0
-    fold: int = 1
-    seed: int = 0
-    backbone: str = "resnet50v2"
-    weights: str | None = "imagenet"
-    warmup_epochs: int | None = None
-    joint_epochs: int | None = None
-    supervised_epochs: int | None = None
-    warmup_lr: float | None = None
-    joint_lr: float | None = None
-    supervised_lr: float | None = None
-    model_kwargs: tuple = field(default_factory=tuple)  # sorted (key, value) pairs, hashable
-    # How the run executes (csr.train.RunConfig): not part of run_id, so a table cell names the
-    # same run folder whatever hardware trains it.
-    strategy: str = "default"
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    sync_bn: bool = False
-    local_negatives: bool = False
-    single_pass: bool = False
-    mix_on: str = "auto"  # config.MIX_ON
-
-    def run_id(self) -> str:
-        target = Path(self.target).stem if self.target.endswith(".csv") else self.target
-        unlabeled = self.unlabeled if self.unlabeled in sources.UNLABELED else Path(self.unlabeled).name
-        return (f"{target}-{unlabeled}-{self.method}-frac{self.fraction:g}-fold{self.fold}"
-                f"-seed{self.seed}")
 
 
 class RowSubset:
@@ -85,74 +51,127 @@ class RowSubset:
         return self.waves[self.rows[np.asarray(idx)]]
 
 
-def default_warmup_epochs(target: str) -> int:
-    """20 warm-up epochs for ESC-10/ESC-50, 10 for UrbanSound8K (section 3.4)."""
-    return 10 if target == "us8k" else 20
-
-
 def prepare_tables(spec: RunSpec, roots: sources.DataRoots):
-    """(table, train, test, unlabeled) DataFrames for the spec, checked for sense."""
+    """(table, train, test, unlabeled) DataFrames of the spec's data and fold; warns about thin splits."""
     from csr import datasets
 
-    sources.check_combination(spec.method, spec.target, spec.unlabeled)
-    if not 0 < spec.fraction <= 1:
-        raise ValueError(f"--fraction must be in (0, 1], got {spec.fraction}")
     table = sources.target_table(spec.target, roots)
+    unlabeled = None if spec.method == "no_unlabeled" else sources.unlabeled_table(spec.unlabeled, roots)
     train, test = datasets.split_fold(table, spec.fold)
     if spec.fraction < 1:
         train = datasets.label_fraction(train, spec.fraction, seed=spec.seed)
-    unlabeled = sources.unlabeled_table(spec.unlabeled, roots)
-    if spec.method == "no_unlabeled":
-        unlabeled = None
+    for warning in datasets.split_warnings(train, test, fold=spec.fold):
+        log.warning("%s", warning)
     return table, train, test, unlabeled
 
 
-def build_config(spec: RunSpec, num_classes: int, data_info: dict):
-    from csr.train import RunConfig
+def table_identity(table) -> dict:
+    """What a clip table holds, cheaply: its folder, its size and a hash of every clip's file name
+    (relative to that folder), byte size, label and fold. Moving a data set keeps its content hash;
+    replacing, adding or relabelling a clip changes it."""
+    paths = [os.fsdecode(p) for p in table["path"]]
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    rows = []
+    for i, path in enumerate(paths):
+        row = [os.path.relpath(path, root), os.stat(path).st_size]
+        row += [int(table[c].iloc[i]) for c in ("label", "fold") if c in table.columns]
+        rows.append(row)
+    digest = hashlib.blake2b(json.dumps(sorted(rows)).encode(), digest_size=8).hexdigest()
+    return {"root": str(Path(root).resolve()), "clips": len(paths), "content": digest}
 
-    names = ("warmup_epochs", "joint_epochs", "supervised_epochs", "warmup_lr", "joint_lr", "supervised_lr")
-    overrides = {k: getattr(spec, k) for k in names if getattr(spec, k) is not None}
-    overrides.setdefault("warmup_epochs", default_warmup_epochs(spec.target))
-    weights = spec.weights
-    if spec.method == "supervised":
-        weights = None  # the random-initialisation baseline
-    execution = {k: getattr(spec, k) for k in EXECUTION_OPTIONS}
-    return RunConfig(method=spec.method, num_classes=num_classes, seed=spec.seed,
-                     backbone=spec.backbone, weights=weights, model_kwargs=dict(spec.model_kwargs),
-                     data=data_info, **overrides, **execution)
+
+def describe_data(spec: RunSpec, tables) -> tuple[dict, int]:
+    """(the data provenance and identity recorded in config.json, the number of classes)."""
+    table, train, test, unlabeled = tables
+    num_classes = int(max(train["label"].max(), test["label"].max()) + 1)
+    info = {"experiment": spec.experiment, "target": spec.target, "unlabeled": spec.unlabeled,
+            "fraction": spec.fraction, "fold": spec.fold, "train_clips": len(train), "test_clips": len(test),
+            "unlabeled_clips": 0 if unlabeled is None else len(unlabeled), "classes": num_classes,
+            "target_data": table_identity(table)}
+    if unlabeled is not None:
+        info["unlabeled_data"] = table_identity(unlabeled)
+    return info, num_classes
 
 
-def execute(spec: RunSpec, roots: sources.DataRoots, out_dir, cache_dir, *, overwrite: bool = False,
+def load_data(spec: RunSpec, tables, cache_dir, info: dict, num_classes: int):
+    """RunData of the spec: the fold's clips, read from the waveform cache (built on first use).
+
+    Unreadable unlabeled files are skipped (a warning lists them; their count goes to result.json);
+    an unreadable labeled file stops the run, naming it.
+    """
+    from csr.cache import load_waveforms, load_waveforms_skipping
+    from csr.train import RunData
+
+    table, train, test, unlabeled = tables
+    waves = load_waveforms(table, cache_dir, sr=spec.sample_rate, seconds=spec.clip_seconds)
+    unlabeled_waves = None
+    if unlabeled is not None:
+        unlabeled_waves, skipped = load_waveforms_skipping(unlabeled, cache_dir, sr=spec.sample_rate,
+                                                           seconds=spec.clip_seconds)
+        info = {**info, "unlabeled_clips": len(unlabeled_waves), "unlabeled_skipped": len(skipped)}
+    names = table.drop_duplicates("label").sort_values("label")["category"].tolist()
+    return RunData(train_waves=RowSubset.of(waves, table, train), train_labels=train["label"].to_numpy(np.int32),
+                   test_waves=RowSubset.of(waves, table, test), test_labels=test["label"].to_numpy(np.int32),
+                   unlabeled_waves=unlabeled_waves, num_classes=num_classes, info=info, class_names=names)
+
+
+def check_writable(folder, flag: str) -> None:
+    """Create `folder` if needed and check a file can be written in it (UserError naming the flag)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag}: cannot write to {folder} ({err.strerror or err}); pass a writable folder") from None
+
+
+def execute(spec: RunSpec, places: sources.DataPlaces, out_dir, *, overwrite: bool = False,
             verbose: int = 2) -> dict:
-    """Run (or resume, or skip) one run and return its result.json content."""
-    from csr.cache import load_waveforms
-    from csr.train import RunData, run
+    """Run (or resume, or return the finished) run of `spec`; returns its result.json content."""
+    from csr.model import check_weights
+    from csr.train import run
 
-    run_dir = Path(out_dir) / spec.experiment / spec.run_id()
-    result_path = run_dir / "result.json"
+    run_dir = rundir.path(out_dir, spec)
+    check_writable(run_dir.parent, "--out_dir")
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    if result_path.exists():
-        log.info("%s: result.json exists, skipping (use --overwrite to rerun)", run_dir)
-        return read_json(result_path)
-    table, train, test, unlabeled = prepare_tables(spec, roots)
-    num_classes = int(max(train["label"].max(), test["label"].max()) + 1)
-    kwargs = dict(spec.model_kwargs)
-    sr = kwargs.get("sample_rate", 22050)
-    seconds = kwargs.get("clip_samples", int(sr * 5)) / sr
-    target_waves = load_waveforms(table, cache_dir, sr=sr, seconds=seconds)
-    data = RunData(
-        train_waves=RowSubset.of(target_waves, table, train),
-        train_labels=train["label"].to_numpy(np.int32),
-        test_waves=RowSubset.of(target_waves, table, test),
-        test_labels=test["label"].to_numpy(np.int32),
-        unlabeled_waves=(load_waveforms(unlabeled, cache_dir, sr=sr, seconds=seconds)
-                         if unlabeled is not None else None))
-    info = {"experiment": spec.experiment, "target": spec.target, "unlabeled": spec.unlabeled,
-            "fraction": spec.fraction, "fold": spec.fold, "train_clips": len(train),
-            "test_clips": len(test), "unlabeled_clips": 0 if unlabeled is None else len(unlabeled),
-            "classes": num_classes}
-    cfg = build_config(spec, num_classes, info)
-    names = table.drop_duplicates("label").sort_values("label")["category"].tolist()
-    atomic_write_json(run_dir / "class_names.json", names)  # for csr.predict
-    return run(cfg, data, run_dir, verbose=verbose)
+    rundir.adopt_legacy(out_dir, spec)
+    tables = prepare_tables(spec, places.roots())
+    info, num_classes = describe_data(spec, tables)
+    wanted = rundir.RunConfig(spec, num_classes, info)
+    if (run_dir / rundir.CONFIG).exists():
+        rundir.check_same_run(run_dir, wanted)
+    if (run_dir / rundir.RESULT).exists():
+        log.info("%s: finished; returning its result.json (--overwrite runs it again)", run_dir)
+        return read_json(run_dir / rundir.RESULT)
+    check_weights(spec.backbone, spec.backbone_weights)
+    data = load_data(spec, tables, places.cache, info, num_classes)
+    return run(spec, data, run_dir, verbose=verbose)
+
+
+def stale_runs(specs, places: sources.DataPlaces, out_dir) -> list[tuple[RunSpec, str]]:
+    """Finished runs whose config.json records other data than the data now at `places`, each with
+    what differs. Runs that recorded no data identity (written by earlier csr versions) pass."""
+    roots, current, stale = places.roots(), {}, []
+    for spec in specs:
+        run_dir = rundir.path(out_dir, spec)
+        if not (run_dir / rundir.RESULT).exists():
+            continue
+        try:
+            recorded = rundir.read_config(run_dir).data
+        except ValueError as err:
+            stale.append((spec, str(err)))
+            continue
+        for key, name, load in (("target_data", spec.target, sources.target_table),
+                                ("unlabeled_data", spec.unlabeled, sources.unlabeled_table)):
+            before = recorded.get(key)
+            if before is None or name == "none":
+                continue
+            if (key, name) not in current:
+                current[key, name] = table_identity(load(name, roots))
+            now = current[key, name]
+            if (before.get("content"), before.get("clips")) != (now["content"], now["clips"]):
+                stale.append((spec, f"{key.replace('_', ' ')}: trained on {before.get('clips')} clips at "
+                                    f"{before.get('root')}, now {now['clips']} clips at {now['root']}"))
+    return stale

@@ -1,18 +1,14 @@
 """Names on the command line -> clip tables: which labeled and unlabeled data a run uses.
 
-`--target esc10 --unlabeled esc40` has to become two DataFrames, and some combinations make no sense
-(a supervised baseline with unlabeled data, unlabeled data that contains the target's test clips).
-This module holds those rules once, for run_fold.py, the experiment registry and predict.
+`--target esc10 --unlabeled esc40` has to become two DataFrames; this module holds that mapping once
+(which combinations make sense is checked by csr.spec).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-
-TARGETS = ("esc10", "esc50", "us8k")
-UNLABELED = ("esc40", "esc50", "us8k", "none")
-SUPERVISED_METHODS = ("supervised", "supervised_imagenet")
 
 
 @dataclass(frozen=True)
@@ -31,21 +27,39 @@ class DataRoots:
                    Path(us8k) if us8k else root / DATASETS["us8k"].folder)
 
 
-def check_combination(method: str, target: str, unlabeled: str) -> None:
-    """Refuse flag combinations that cannot be what the user meant, saying what would work."""
-    if method in SUPERVISED_METHODS and unlabeled != "none":
-        raise ValueError(f"--method={method} trains on labeled data only; pass --unlabeled=none, "
-                         "or use --method=proposed to use unlabeled data")
-    if method == "no_unlabeled" and unlabeled != "none":
-        raise ValueError("--method=no_unlabeled is the -Unlabeled ablation (contrastive term on the "
-                         "labeled batch alone); pass --unlabeled=none")
-    if method in ("proposed", "no_mixing") and unlabeled == "none":
-        raise ValueError(f"--method={method} needs unlabeled data (--unlabeled=esc40|esc50|us8k|FOLDER); "
-                         "for the contrastive term on labeled data alone use --method=no_unlabeled")
-    overlapping = {("esc10", "esc50"), ("esc50", "esc40"), ("esc50", "esc50"), ("us8k", "us8k")}
-    if (target, unlabeled) in overlapping:
-        raise ValueError(f"--unlabeled={unlabeled} contains the clips of --target={target}, test folds "
-                         "included; use disjoint data (esc10 with esc40; esc50 with us8k; us8k with esc50)")
+@dataclass(frozen=True)
+class DataPlaces:
+    """Where the data sets and the waveform cache are: what a run needs besides its RunSpec.
+
+    Named data sets live under `data_root` (downloaded there when missing) unless `esc50_root` /
+    `us8k_root` point elsewhere; the waveform cache is `cache_dir`, by default <data_root>/cache.
+    """
+
+    data_root: str = "data/datasets"
+    esc50_root: str | None = None
+    us8k_root: str | None = None
+    cache_dir: str | None = None
+
+    def roots(self) -> DataRoots:
+        return DataRoots.under(self.data_root, self.esc50_root, self.us8k_root)
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.data_root) / "cache"
+
+    def ensure(self, specs, progress: bool = True) -> None:
+        """Download the named data sets the runs need into data_root (once, before any run starts),
+        unless a root of their own is given."""
+        from csr.download import ensure_dataset
+
+        needed = set().union(*(needed_datasets(s.target, s.unlabeled) for s in specs))
+        given = {"esc50": self.esc50_root, "us8k": self.us8k_root}
+        for name in sorted(needed):
+            if not given[name]:
+                ensure_dataset(name, self.data_root, progress=progress)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def target_table(target: str, roots: DataRoots):

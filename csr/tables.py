@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from csr import experiments as E
+from csr import rundir
 from csr.runio import read_json
-from csr.runner import RunSpec
+from csr.spec import RunSpec
 
 HISTORY_COLUMNS = ("epoch", "phase", "accuracy", "test_accuracy")
 TABLE_FILES = {"table1": "table1.md", "table2": "table2.md", "ablation": "table3.md"}
@@ -40,6 +41,20 @@ def read_result(run_dir) -> dict | None:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{path}: '{key}' must be a finite number, got {value!r}")
     return result
+
+
+def read_checked_result(root, spec: RunSpec) -> dict | None:
+    """The result of `spec`'s finished run under root, or None: unfinished, or its config.json shows
+    another computation (a table must never show a stale run)."""
+    run_dir = rundir.locate(root, spec)
+    result = read_result(run_dir)
+    if result is None:
+        return None
+    try:
+        same = rundir.read_config(run_dir).spec.identity() == spec.identity()
+    except (OSError, ValueError):
+        same = False
+    return result if same else None
 
 
 def mean_std(values, ddof: int = 0) -> tuple[float, float]:
@@ -93,7 +108,7 @@ def aggregate(cell: E.Cell, root, profile: E.Profile, ddof: int = 0) -> CellResu
     specs = E.runs_for_cell(cell, profile)
     out = CellResult(cell, specs, ddof=ddof)
     for spec in specs:
-        result = read_result(E.run_dir(root, spec))
+        result = read_checked_result(root, spec)
         if result is None:
             out.missing.append(spec)
             continue
@@ -150,9 +165,11 @@ def _missing_section(results: list[CellResult], root) -> list[str]:
         return []
     lines = [f"**Missing runs ({len(seen)})** (no result.json yet; `run_experiment.py` runs them):", ""]
     for spec in seen:
-        path = E.run_dir(root, spec)
-        rel = f"{spec.experiment}/{spec.run_id()}"
-        if path.exists():
+        path = rundir.locate(root, spec)
+        rel = f"{spec.experiment}/{path.name}"
+        if (path / rundir.RESULT).exists():
+            state = "finished, but its config.json shows other settings: rerun it with --overwrite"
+        elif path.exists():
             state = f"started, unfinished or failed: see `{rel}.log`"
         else:
             state = "not started"

@@ -18,7 +18,6 @@ Targets (issue 3): TF >= 3x librosa; pipeline >= 1,000 clips/s.
 from __future__ import annotations
 
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +25,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csr import config as C  # noqa: E402
+from csr import config as C
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("rounds", 3, "Alternating rounds of the TF and librosa transforms (medians compared).")

@@ -34,9 +34,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csr import config as C  # noqa: E402
+from csr import config as C
+from csr.runio import atomic_write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backbones", ["small", "resnet50v2"], "Backbones to time.")
@@ -131,7 +130,7 @@ def step_functions(model, supervised_batch, proposed_batch, names=None) -> dict:
                                ("single_pass", "proposed", True)):
         if not wanted(name):
             continue
-        model.mode, model.single_pass = mode, single  # baked into the trace below
+        model.configure(mode=mode, single_pass=single)  # baked into the trace below
         batch = supervised_batch if mode == "supervised" else proposed_batch
         spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), batch)
         step = tf.autograph.experimental.do_not_convert(model.train_step)  # as Keras' fit does
@@ -257,9 +256,9 @@ def step_flops() -> dict:
     wave = lambda rows: tf.TensorSpec([rows, n], tf.float32)  # noqa: E731
     label = lambda rows: tf.TensorSpec([rows], tf.int32)  # noqa: E731
     out = {}
-    model.mode = "supervised"
+    model.configure(mode="supervised")
     out["supervised"] = (profiled_flops(model.train_step, (wave(n_l), label(n_l))) + fft_flops(n_l)) / n_l
-    model.mode = "proposed"
+    model.configure(mode="proposed")
     views = {k: wave(half) for k in ("s1", "s1_aug", "s2", "s2_aug")}
     clips = n_l + 4 * half
     out["proposed"] = (profiled_flops(model.train_step, {"x": wave(n_l), "y": label(n_l), **views})
@@ -270,64 +269,15 @@ def step_flops() -> dict:
     return out
 
 
-# Clips of the published data sets (their metadata): ESC-10/ESC-50 have 8 clips per class per
-# fold in 5 folds; UrbanSound8K's 10 folds hold these many clips.
-US8K_FOLD_SIZES = (873, 888, 925, 990, 936, 823, 838, 806, 816, 837)
-CLASSES = {"esc10": 10, "esc50": 50, "us8k": 10}
-
-
-def split_sizes(target: str, fraction: float, fold: int) -> tuple[int, int]:
-    """(labeled training clips after the label fraction, test clips) of one run."""
-    if target == "us8k":
-        if fraction != 1.0:
-            raise ValueError("the paper's tables use UrbanSound8K only at 100 % labels")
-        test = US8K_FOLD_SIZES[fold - 1]
-        return sum(US8K_FOLD_SIZES) - test, test
-    per_class_train = 8 * 4  # 4 training folds x 8 clips per class
-    kept = max(1, math.floor(fraction * per_class_train + 1e-9))
-    return CLASSES[target] * kept, CLASSES[target] * 8
-
-
-def run_clips(spec, single_pass: bool = False) -> dict:
-    """Backbone clips one run trains on (by step kind) and evaluates, from its phases."""
-    from csr.pipeline import steps_per_epoch
-    from csr.runner import build_config
-
-    cfg = build_config(spec, CLASSES[spec.target], {})
-    n_train, n_test = split_sizes(spec.target, spec.fraction, spec.fold)
-    steps = steps_per_epoch(n_train, cfg.labeled_batch)
-    contrastive = cfg.labeled_batch + (0 if spec.method == "no_unlabeled" else cfg.unlabeled_batch)
-    clips = {"supervised": 0, "proposed": 0, "eval": 0}
-    for phase in cfg.phases():
-        if phase.mode == "supervised":
-            clips["supervised"] += phase.epochs * steps * cfg.labeled_batch
-        else:
-            views = 2 * contrastive  # s1, s1~, s2, s2~ of contrastive / 2 clips each
-            clips["proposed"] += phase.epochs * steps * (views + (0 if single_pass else cfg.labeled_batch))
-        clips["eval"] += phase.epochs * n_test
-    return clips
-
-
 def projection(flops: dict, single_pass: bool = False) -> list[dict]:
     """GPU-hours of each table's runs (paper profile), and of the runs it adds to earlier tables."""
+    from csr import costs
     from csr import experiments as E
 
     throughput = FLAGS.gpu_tflops * 1e12 * FLAGS.gpu_utilization
-    seen, rows = set(), []
-    for table in E.TABLES:
-        specs = E.runs_for(table, "paper")
-        total = new = 0.0
-        for spec in specs:
-            clips = run_clips(spec, single_pass)
-            ops = sum(clips[k] * flops[k] for k in clips)
-            total += ops
-            if spec not in seen:
-                new += ops
-        added = [s for s in specs if s not in seen]
-        seen.update(specs)
-        rows.append({"table": table, "runs": len(specs), "new_runs": len(added), "pflop": total / 1e15,
-                     "gpu_hours": total / throughput / 3600, "new_gpu_hours": new / throughput / 3600})
-    return rows
+    return [{"table": r["table"], "runs": r["runs"], "new_runs": r["new_runs"], "pflop": r["total"] / 1e15,
+             "gpu_hours": r["total"] / throughput / 3600, "new_gpu_hours": r["new"] / throughput / 3600}
+            for r in costs.table_costs(E.TABLES, "paper", flops, single_pass)]
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -415,8 +365,7 @@ def main(argv):
                       f"(new runs {r['new_gpu_hours']:6.1f} GPU-h)")
             print(f"    all tables: {sum(r['new_gpu_hours'] for r in rows):.1f} GPU-h")
     if FLAGS.json_out:
-        Path(FLAGS.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(FLAGS.json_out).write_text(json.dumps(report, indent=2))
+        atomic_write_json(FLAGS.json_out, report)
 
 
 if __name__ == "__main__":

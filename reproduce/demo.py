@@ -14,16 +14,16 @@ BatchNorm momentum 0.9 so that its moving statistics keep up with so few steps.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csr.runner import RunSpec, execute  # noqa: E402
-from csr.sources import DataRoots  # noqa: E402
+from csr import experiments as E
+from csr.cli import run_script
+from csr.runner import execute
+from csr.sources import DataPlaces
+from csr.spec import RunSpec
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "data/synthetic", "Where the synthetic data sets are (written if absent).")
@@ -32,18 +32,15 @@ flags.DEFINE_integer("fold", 1, "Held-out fold (1-5).")
 flags.DEFINE_integer("seed", 0, "Seed for the data and the runs.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
 
-DEMO_MODEL = (("bn_momentum", 0.9), ("hop_length", 920), ("n_mels", 64))
-DEMO_RUNS = {
-    "supervised": dict(supervised_epochs=40, supervised_lr=1e-3),
-    "proposed": dict(warmup_epochs=10, joint_epochs=20, warmup_lr=1e-3, joint_lr=2e-4),
-}
+DEMO_METHODS = {"supervised": "none", "proposed": "us8k"}  # method -> its unlabeled data
 
 
 def demo_specs(fold: int, seed: int) -> list[RunSpec]:
-    return [RunSpec(experiment="demo", method=method, target="esc10",
-                    unlabeled="us8k" if method == "proposed" else "none", fraction=1.0, fold=fold,
-                    seed=seed, backbone="small", weights=None, model_kwargs=DEMO_MODEL, **overrides)
-            for method, overrides in DEMO_RUNS.items()]
+    """The supervised baseline and the proposed method on ESC-10's layout, the demo profile's way."""
+    profile = E.PROFILES["demo"].with_overrides(seed=seed)
+    return [profile.apply(RunSpec(experiment="demo", method=method, target="esc10", unlabeled=unlabeled,
+                                  fold=fold))
+            for method, unlabeled in DEMO_METHODS.items()]
 
 
 def main(argv):
@@ -54,12 +51,12 @@ def main(argv):
     if not (data / "esc" / "meta" / "esc50.csv").exists() or not (data / "us8k" / "metadata").exists():
         print(f"writing the synthetic data sets to {data} ...")
         synthesize(data, seed=FLAGS.seed)
-    roots = DataRoots(esc50=data / "esc", us8k=data / "us8k")
+    places = DataPlaces(esc50_root=str(data / "esc"), us8k_root=str(data / "us8k"), cache_dir=str(data / "cache"))
     rows = []
     for spec in demo_specs(FLAGS.fold, FLAGS.seed):
         start = time.time()
         print(f"\n=== {spec.method}: {spec.run_id()} ===")
-        result = execute(spec, roots, FLAGS.out_dir, data / "cache", verbose=FLAGS.verbose)
+        result = execute(spec, places, FLAGS.out_dir, verbose=FLAGS.verbose)
         rows.append((spec.method, result, time.time() - start))
     classes = result["data"]["classes"]
     print(f"\nDemo on synthetic data, fold {FLAGS.fold} (chance {100 / classes:.1f}%):")
@@ -71,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

@@ -12,17 +12,16 @@ from __future__ import annotations
 import datetime
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from csr import experiments as E
+from csr import figures, rundir, tables
+from csr.cli import UsageError, run_script
+from csr.runio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from csr import experiments as E  # noqa: E402
-from csr import figures, tables  # noqa: E402
-from csr.runio import atomic_write_text, read_json  # noqa: E402
 
 FLAGS = flags.FLAGS
 CHOICES = E.TABLES + (E.FIGURE,)
@@ -66,10 +65,10 @@ def environment() -> dict:
 def run_seeds(root: Path) -> list[int]:
     """The seeds recorded in the config.json of every run under root."""
     seeds = set()
-    for path in root.glob("*/*/config.json"):
+    for path in root.glob(f"*/*/{rundir.CONFIG}"):
         try:
-            seeds.add(int(read_json(path)["seed"]))
-        except (ValueError, KeyError, TypeError):
+            seeds.add(rundir.read_config(path.parent).spec.seed)
+        except ValueError:
             continue
     return sorted(seeds)
 
@@ -102,7 +101,7 @@ def render_report(out: Path, profile: E.Profile, env: dict, seeds, reproduction_
     lines += ["## Environment", ""]
     lines += [f"- {k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in env.items()]
     lines += [f"- run seeds: {', '.join(map(str, seeds)) if seeds else 'no runs found'} "
-              f"(profile seed {profile.seed}; every fold uses the profile's seed)", ""]
+              f"(the profile's: {', '.join(map(str, profile.seeds))}; every cell is run once per fold and seed)", ""]
     lines += ["## Deviations and choices the paper leaves open", ""]
     if reproduction_md is None:
         lines += ["docs/reproduction.md was not found beside this script.", ""]
@@ -118,7 +117,7 @@ def main(argv):
     del argv
     unknown = [t for t in FLAGS.tables if t not in CHOICES]
     if unknown:
-        raise app.UsageError(f"--tables: unknown {unknown}; choose from {', '.join(CHOICES)}")
+        raise UsageError(f"--tables: unknown {unknown}; choose from {', '.join(CHOICES)}")
     root = E.result_root(FLAGS.results, E.get_profile(FLAGS.profile))
     profile = E.load_profile(root, FLAGS.profile)
     out = Path(FLAGS.out) if FLAGS.out else root
@@ -134,4 +133,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    run_script(main)

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -221,7 +222,7 @@ def test_file_with_zero_sample_rate(tmp_path):
 def test_decoder_reporting_nonsense_rate(tmp_path, monkeypatch):
     path = tmp_path / "ok.wav"
     sf.write(path, sine(440, 8000, 0.1), 8000)
-    monkeypatch.setattr(audio.sf, "read", lambda *a, **k: (np.zeros((10, 1), np.float32), 0))
+    monkeypatch.setattr(audio, "_decode", lambda *a, **k: (np.zeros((10, 1), np.float32), 0))
     expect_error(path, "invalid sample rate")
 
 
@@ -237,3 +238,125 @@ def test_non_finite_samples(tmp_path):
 def test_invalid_requested_settings(tmp_path, kwargs):
     sf.write(tmp_path / "ok.wav", sine(440, 8000, 0.1), 8000)
     expect_error(tmp_path / "ok.wav", "invalid", **kwargs)
+
+
+# ---------------------------------------------------------------- cut downloads
+
+def cut(path, keep):
+    """Keep the first `keep` bytes of the file (negative: drop that many from the end)."""
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:keep])
+
+
+def truncated_frames(path):
+    """The frame counts of a 'header declares N frames, file holds M' error."""
+    with pytest.raises(AudioError) as info:
+        load_audio(path, sr=8000, seconds=1.0)
+    match = re.search(r"truncated: header declares (\d+) frames, file holds (\d+)", str(info.value))
+    assert match and str(path) in str(info.value), str(info.value)
+    return int(match[1]), int(match[2])
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "FLOAT"),
+                                         ("AIFF", "PCM_16")])
+def test_truncated_wav_and_aiff_are_errors(tmp_path, fmt, subtype):
+    path = tmp_path / f"cut.{fmt.lower()}"
+    sf.write(path, sine(440, 8000, 1.0), 8000, format=fmt, subtype=subtype)
+    cut(path, -1001)
+    # libsndfile alone shortens the file to what is there and decodes it without a word
+    assert 0 < sf.info(path).frames < 8000
+    declared, held = truncated_frames(path)
+    assert declared == 8000 and held == sf.info(path).frames
+
+
+def test_wav_of_unknown_length_is_not_truncated(tmp_path):
+    """A streaming writer may leave the data size as 0xFFFFFFFF ("unknown"): not a cut file."""
+    path = tmp_path / "stream.wav"
+    x = sine(440, 8000, 0.1)
+    sf.write(path, x, 8000, subtype="FLOAT")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    data[at + 4:at + 8] = struct.pack("<I", 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    np.testing.assert_allclose(load_audio(path, sr=8000, seconds=0.1), unit_rms(x), atol=1e-5)
+
+
+def test_wav_cut_inside_its_header(tmp_path):
+    path = tmp_path / "head.wav"
+    sf.write(path, sine(440, 8000, 0.1), 8000, subtype="PCM_16")
+    cut(path, 30)  # inside the fmt chunk
+    expect_error(path)
+
+
+def test_truncated_flac_is_an_error(tmp_path):
+    path = tmp_path / "cut.flac"
+    sf.write(path, sine(440, 8000, 2.0) + sine(3000, 8000, 2.0, 0.1), 8000, format="FLAC")
+    cut(path, path.stat().st_size // 2)
+    expect_error(path, "truncated", "header declares 16000 frames")
+
+
+def ogg_pages(data):
+    """Byte offsets of the Ogg pages of a file (walking the page headers)."""
+    offsets, pos = [], 0
+    while pos < len(data):
+        assert data[pos:pos + 4] == b"OggS"
+        offsets.append(pos)
+        segments = data[pos + 26]
+        pos += 27 + segments + sum(data[pos + 27:pos + 27 + segments])
+    return offsets
+
+
+def check_cut_ogg(path):
+    data = path.read_bytes()
+    pages = ogg_pages(data)
+    assert data[pages[-1] + 5] & 0x04 and not data[pages[-2] + 5] & 0x04  # only the last has EOS
+    full = load_audio(path, sr=8000, seconds=1.0)
+    assert full.shape == (8000,)
+    for keep in (pages[-1], len(data) - 50, (pages[1] + pages[-1]) // 2):
+        cut_path = path.with_name("cut.ogg")
+        cut_path.write_bytes(data[:keep])
+        # libsndfile decodes up to the last complete page and reports no error ...
+        assert sf.read(cut_path)[0].shape[0] < sf.info(path).frames
+        # ... read_audio names the cut (at a page boundary: the end-of-stream page is missing)
+        expect_error(cut_path, "truncated", "Ogg")
+
+
+def test_truncated_ogg_is_an_error(tmp_path):
+    path = tmp_path / "tone.ogg"
+    sf.write(path, sine(440, 22050, 5.0) + sine(2000, 22050, 5.0, 0.2), 22050, format="OGG",
+             subtype="VORBIS")
+    check_cut_ogg(path)
+
+
+def test_truncated_real_esc10_ogg_is_an_error(tmp_path):
+    source = Path(esc10_paths()[7])
+    path = tmp_path / source.name
+    path.write_bytes(source.read_bytes())
+    check_cut_ogg(path)
+
+
+# ---------------------------------------------------------------- file names
+
+def non_utf8_path(folder, name=b"caf\xe9.wav"):
+    """A str path whose file name is bytes that are not UTF-8 (kept as surrogate escapes)."""
+    path = os.path.join(os.fsencode(folder), name)
+    try:
+        open(path, "wb").close()
+    except OSError as err:  # e.g. macOS, whose file systems insist on UTF-8 names
+        pytest.skip(f"file system refuses a non-UTF-8 name: {err}")
+    os.remove(path)
+    return os.fsdecode(path)
+
+
+def test_non_utf8_file_name_decodes(tmp_path):
+    x = sine(440, 8000, 0.2)
+    path = non_utf8_path(tmp_path)
+    assert "\udce9" in path
+    sf.write(tmp_path / "plain.wav", x, 8000, subtype="PCM_16")
+    os.replace(tmp_path / "plain.wav", path)
+    y = load_audio(path, sr=8000, seconds=0.2)
+    np.testing.assert_allclose(y, unit_rms(x), atol=2e-4)
+    np.testing.assert_array_equal(load_audio(Path(path), sr=8000, seconds=0.2), y)
+    (tmp_path / "junk.wav").write_bytes(b"junk" * 100)
+    os.replace(tmp_path / "junk.wav", path)
+    expect_error(path, "cannot decode")

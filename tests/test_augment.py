@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from csr.augment import AugmentConfig, batch_split_mix, main, mix, random_offset
+from csr.augment import AugmentConfig, batch_split_mix, mix, random_offset
 
 N = 2048  # samples per row: small keeps the tests fast; nothing here depends on the clip length
 
@@ -237,8 +237,11 @@ def test_config_validation():
         AugmentConfig(mix_snr_db=(20.0, -5.0))
 
 
-def test_demo_writes_pairs_and_png(tmp_path):
-    main(["--demo", str(tmp_path), "--data", str(tmp_path / "absent"), "--seed", "1"])  # synthetic sources
+def test_listening_command_writes_pairs_and_png(tmp_path, capsys):
+    from csr.cli.listen import run
+
+    assert run([str(tmp_path), "--data", str(tmp_path / "absent"), "--seed", "1"]) == 0  # synthetic sources
+    assert "using synthetic tones and chirps" in capsys.readouterr().err
     wavs = sorted(tmp_path.glob("*.wav"))
     assert len(wavs) == 8 and (tmp_path / "logmel_pairs.png").stat().st_size > 10_000
     import soundfile as sf

@@ -8,8 +8,17 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from csr.datasets import (DatasetError, esc50, from_csv, label_fraction, split_fold, unlabeled_folder,
-                          urbansound8k)
+from csr.audio import load_audio
+from csr.datasets import (
+    DatasetError,
+    esc50,
+    from_csv,
+    label_fraction,
+    split_fold,
+    split_warnings,
+    unlabeled_folder,
+    urbansound8k,
+)
 
 ESC10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "esc10"
 ESC_HEADER = "filename,fold,target,category,esc10,src_file,take\n"
@@ -300,3 +309,111 @@ def test_split_fold():
     message = error_text(split_fold, df, 6)
     assert "fold 6" in message and "[1, 2, 3, 4, 5]" in message
     assert "no training rows" in error_text(split_fold, df[df["fold"] == 2], 2)
+
+
+# ---------------------------------------------------------------- file names that are not UTF-8
+
+def non_utf8_name(folder, name=b"caf\xe9.wav"):
+    """Create an audio file whose name is not valid UTF-8; its str path (surrogate escapes)."""
+    path = os.path.join(os.fsencode(folder), name)
+    try:
+        sf.write(path, np.sin(np.arange(800) / 3).astype(np.float32), 8000)
+    except (OSError, sf.LibsndfileError) as err:
+        pytest.skip(f"file system refuses a non-UTF-8 name: {err}")
+    return os.fsdecode(path)
+
+
+def test_unlabeled_folder_with_non_utf8_name(tmp_path):
+    path = non_utf8_name(tmp_path)
+    touch_audio(tmp_path / "plain.wav")
+    df = unlabeled_folder(tmp_path)
+    assert list(df["path"]) == sorted([path, str(tmp_path / "plain.wav")])
+    for p in df["path"]:
+        assert load_audio(p, sr=8000, seconds=0.1).shape == (800,)
+
+
+def test_from_csv_with_non_utf8_path_bytes(tmp_path):
+    path = non_utf8_name(tmp_path)
+    csv = tmp_path / "d.csv"
+    csv.write_bytes(b"path,label\ncaf\xe9.wav,caf\xc3\xa9\n")  # the label is UTF-8 'café'
+    df = from_csv(csv)
+    assert list(df["path"]) == [path] and list(df["category"]) == ["caf\u00e9"]
+    assert load_audio(df["path"][0], sr=8000, seconds=0.1).shape == (800,)
+    # names must be text: a label that is not UTF-8 is an error naming the line
+    csv.write_bytes(b"path,label\ncaf\xe9.wav,d\xe9g\n")
+    message = error_text(from_csv, csv)
+    assert "'label'" in message and "not valid UTF-8" in message and "line 2" in message
+    # a CSV saved in Latin-1 names files that do not exist: the error says why
+    csv.write_bytes(b"path,label\ncaf\xe8.wav,x\n")
+    message = error_text(from_csv, csv)
+    assert "1 of 1 audio file(s) missing" in message and "caf\\udce8.wav" in message
+    assert "save it as UTF-8" in message
+
+
+# ---------------------------------------------------------------- thin splits
+
+def table(rows):
+    """rows: (label, category, fold) tuples."""
+    return pd.DataFrame([(f"/d/{i}.wav", fold, label, name) for i, (label, name, fold) in enumerate(rows)],
+                        columns=["path", "fold", "label", "category"])
+
+
+def test_split_warnings_silent_for_a_healthy_split():
+    train, test = split_fold(esc10_like(), 2)
+    assert split_warnings(train, test, fold=2) == []
+    train = label_fraction(train, 0.1, seed=0)  # 3 clips per class
+    assert split_warnings(train, test, fold=2) == []
+
+
+def test_split_warnings_single_clip_and_unseen_class():
+    rows = ([(0, "dog", 1)] * 4 + [(0, "dog", 2)] * 3 + [(1, "rain", 1)] + [(1, "rain", 2)] * 2
+            + [(2, "siren", 2)] * 2)
+    train, test = split_fold(table(rows), 2)
+    warnings = split_warnings(train, test, fold=2)
+    assert warnings == [
+        "class 'rain' has 1 training clip: its accuracy rests on one example",
+        "class 'siren' has no training clip in this split: the model cannot predict it, so test "
+        "accuracy is at most 71.4 % (5 of 7 test clips)"]
+
+
+def test_split_warnings_name_many_classes_once():
+    rows = [(c, f"c{c}", 1) for c in range(12)] + [(c, f"c{c}", 2) for c in range(12)] * 3
+    train, test = split_fold(table(rows), 2)
+    (warning,) = [w for w in split_warnings(train, test, 2) if "1 training clip" in w]
+    assert warning.startswith("12 classes ('c0', 'c1',")
+    assert "'c9' and 2 more) have 1 training clip each" in warning
+    assert warning.endswith("their accuracy rests on one example each")
+
+
+def test_split_warnings_tiny_test_fold_and_untested_class():
+    rows = [(0, "dog", 1)] * 5 + [(1, "rain", 1)] * 5 + [(0, "dog", 3)] * 2
+    train, test = split_fold(table(rows), 3)
+    assert split_warnings(train, test, fold=3) == [
+        "class 'rain' has no clip in fold 3: this split does not measure how well the model "
+        "recognises it",
+        "fold 3 holds 2 test clips: each is worth 50 % accuracy, so this fold's accuracy is mostly "
+        "chance; judge the mean over folds"]
+    one = split_warnings(train, test.iloc[:1])[-1]
+    assert one.startswith("the test fold holds 1 test clip: each is worth 100 % accuracy")
+    none = split_warnings(train, test.iloc[:0])[-1]
+    assert none == "the test fold holds no test clips: no accuracy can be measured"
+
+
+def test_split_warnings_for_a_user_csv_with_a_thin_fold(tmp_path):
+    csv = tmp_path / "d.csv"
+    lines = [f"a{i}.wav,bird,1" for i in range(6)] + [f"b{i}.wav,frog,1" for i in range(6)]
+    lines += ["c0.wav,bird,2", "c1.wav,owl,2", "c2.wav,owl,1"]
+    csv.write_text("path,label,fold\n" + "\n".join(lines) + "\n")
+    df = from_csv(csv, validate_files=False)
+    train, test = split_fold(df, 2)
+    warnings = split_warnings(train, test, fold=2)
+    assert warnings[0] == "class 'owl' has 1 training clip: its accuracy rests on one example"
+    assert warnings[1].startswith("class 'frog' has no clip in fold 2")
+    assert warnings[2].startswith("fold 2 holds 2 test clips: each is worth 50 % accuracy")
+    # without a fold column, a class with fewer clips than folds misses the folds it cannot fill
+    csv.write_text("path,label\n" + "\n".join(f"{c}{i}.wav,{c}" for c in "xy" for i in range(6))
+                   + "\nz0.wav,z\n")
+    df = from_csv(csv, validate_files=False)
+    train, test = split_fold(df, 1)
+    assert any(w.startswith("class 'z' has no training clip in this split") and "at most 80.0 % (4 of 5" in w
+               for w in split_warnings(train, test, fold=1))

@@ -59,8 +59,7 @@ def one_step(strategy, batch, *, mode, sync_bn=False, local_negatives=False, sin
     import keras
     import tensorflow as tf
 
-    from csr.distribute import set_sync_batchnorm
-    from csr.model import build_model
+    from csr.model import build_model, set_sync_batchnorm
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
@@ -69,7 +68,7 @@ def one_step(strategy, batch, *, mode, sync_bn=False, local_negatives=False, sin
             model = build_model(2, seed=seed, **TINY)
             if sync_bn:
                 set_sync_batchnorm(model)
-            model.mode, model.local_negatives, model.single_pass = mode, local_negatives, single_pass
+            model.configure(mode=mode, local_negatives=local_negatives, single_pass=single_pass)
             model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=jit_compile)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -113,8 +112,8 @@ def _worker() -> dict:
 
     import keras
 
-    from csr.distribute import make_strategy, set_sync_batchnorm
-    from csr.model import build_model
+    from csr.distribute import make_strategy
+    from csr.model import build_model, set_sync_batchnorm
 
     one = tf.distribute.get_strategy()
     two = make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
@@ -244,16 +243,16 @@ def test_mixing_in_the_step_rejects_an_odd_total():
 
     batch = proposed_batch(seed=6, labeled=3, unlabeled=2, mix_on="device")
     model = build_model(2, seed=6, **TINY)
-    model.mode = "proposed"
+    model.configure(mode="proposed")
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     with pytest.raises(ValueError, match="3 labeled \\+ 2 unlabeled = 5 is odd"):
         model.train_on_batch(batch)
 
 
 def test_strategy_names_and_multiworker_needs_tf_config(monkeypatch):
-    from csr.distribute import StrategyError, make_strategy
-
     import tensorflow as tf
+
+    from csr.distribute import StrategyError, make_strategy
 
     assert make_strategy("default") is tf.distribute.get_strategy()
     with pytest.raises(StrategyError, match="unknown strategy 'tpu'"):
@@ -284,7 +283,7 @@ def test_mixed_precision_step_is_finite_and_close_to_float32():
         model = build_model(2, seed=3, **TINY)
     finally:
         keras.config.set_dtype_policy("float32")
-    model.mode = "proposed"
+    model.configure(mode="proposed")
     model.compile(optimizer=keras.optimizers.SGD(1.0))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.backbone.compute_dtype == "float16"
@@ -354,7 +353,7 @@ def test_two_workers_give_the_single_device_loss_and_gradients():
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-5000:]
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     logs, grads, _ = one_step(tf.distribute.get_strategy(), proposed_batch(seed=0), mode="proposed",
@@ -368,7 +367,6 @@ def test_two_workers_give_the_single_device_loss_and_gradients():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     if "--worker" in sys.argv:
         print(json.dumps(_worker()))
     elif "--multiworker" in sys.argv:

@@ -5,7 +5,6 @@ import csv
 import dataclasses
 import hashlib
 import http.server
-import importlib.util
 import io
 import json
 import shutil
@@ -437,15 +436,13 @@ def test_unknown_dataset_name(tmp_path):
 
 
 def test_cli_reports_offline_and_exits_1(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("download_cli", REPO / "data" / "download.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from csr.cli import download as cli
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
-    assert cli.main(["--dataset", "esc50", "--root", str(tmp_path), "--quiet"]) == 1
+    assert cli.run(["--dataset", "esc50", "--root", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach https://github.com/karolpiczak/ESC-50/archive/master.zip" in err
     assert str(tmp_path.resolve() / "ESC-50-master.zip") in err

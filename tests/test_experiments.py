@@ -1,10 +1,11 @@
 """csr.experiments (the registry of the paper's runs) and reproduce/run_experiment.py's planning.
 
 Nothing here trains: the registry is checked against the paper's printed numbers, the planning
-against fake result.json files, and the run_fold.py command line by parsing it with run_fold.py's
-own flags in a subprocess (it must rebuild exactly the RunSpec it came from).
+against fake result.json files, and the worker hand-over by reading the spec file with run_fold.py's
+own code in a subprocess (it must get exactly the RunSpec it was given).
 """
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from csr import experiments as E
-from csr import sources
-from csr.runner import RunSpec
+from csr import jobs as jobs_mod
+from csr import rundir, sources
+from csr.sources import DataPlaces
+from csr.spec import RunSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ESC10 = REPO.parent / "shared" / "data" / "esc10"
@@ -35,7 +38,7 @@ def runexp():
 
 
 def finish(root, spec, best=0.5, last=0.4):
-    path = E.run_dir(root, spec)
+    path = rundir.path(root, spec)
     path.mkdir(parents=True, exist_ok=True)
     (path / "result.json").write_text(json.dumps({"best": best, "last": last}))
 
@@ -121,9 +124,9 @@ def test_table3_ablation_columns_and_shared_runs():
     paper = E.PROFILES["paper"]
     for col in (cols[0], cols[3]):
         assert E.runs_for_cell(col, paper) == E.runs_for_cell(t2[("esc50", col.method)], paper)
-    for cell in E.CELLS:  # every registered combination is one run_fold.py accepts
+    for cell in E.CELLS:  # every registered combination is one RunSpec accepts
         if not cell.quoted:
-            sources.check_combination(cell.method, cell.target, cell.unlabeled)
+            RunSpec(method=cell.method, target=cell.target, unlabeled=cell.unlabeled)
 
 
 def test_cell_counts():
@@ -148,7 +151,7 @@ def test_runs_for_deduplicates_and_counts_folds():
     every = set(t1) | set(t2) | set(ab) | set(fig)
     assert len(every) == 75 + 30 + 10  # distinct runs behind the whole paper
     # The run directory of each distinct run is distinct too (nothing overwrites anything).
-    assert len({E.run_dir("r", s) for s in every}) == len(every)
+    assert len({rundir.path("r", s) for s in every}) == len(every)
     assert len(E.runs_for("table1", quick)) == 3 * 5 * 2
     assert {s.fold for s in E.runs_for("table2", quick)} == {1, 2}
     with pytest.raises(ValueError, match="unknown table"):
@@ -164,7 +167,8 @@ def test_profiles_shape_the_specs():
     quick = E.spec_for(cell, 1, E.PROFILES["quick"])
     assert (quick.backbone, quick.weights, quick.warmup_epochs, quick.joint_epochs,
             quick.supervised_epochs) == ("small", None, 2, 4, 6)
-    assert quick.model_kwargs == (("bn_momentum", 0.9), ("hop_length", 920), ("n_mels", 64))
+    assert (quick.bn_momentum, quick.hop_length, quick.n_mels) == (0.9, 920, 64)
+    assert (quick.sample_rate, quick.n_fft, quick.temperature) == (22050, 1024, 0.01)  # the paper's
     assert E.result_root("results", E.PROFILES["quick"]) == Path("results/quick")
     assert E.result_root("results", E.PROFILES["paper"]) == Path("results")
     assert E.get_profile("paper", max_folds=1).folds("us8k") == (1,)
@@ -175,7 +179,7 @@ def test_profiles_shape_the_specs():
 
 
 def test_profile_round_trips_through_profile_json(tmp_path):
-    profile = E.get_profile("quick", max_folds=1, seed=3)
+    profile = E.get_profile("quick", max_folds=1, seeds=[3, 4])
     profile = E.Profile(**{**profile.to_json(), "standins": (("esc40", "us8k"),), "notes": ("n",)})
     E.save_profile(tmp_path, profile)
     assert E.load_profile(tmp_path, "quick") == profile
@@ -231,7 +235,7 @@ def test_plan_lists_runs_without_result_json(tmp_path, runexp):
     done = [specs[0], specs[7]]
     for spec in done:
         finish(tmp_path, spec)
-    started = E.run_dir(tmp_path, specs[3])  # a folder without result.json is still missing
+    started = rundir.path(tmp_path, specs[3])  # a folder without result.json is still missing
     started.mkdir(parents=True)
     (started / "history.csv").write_text("epoch\n0\n")
     specs2, missing2 = runexp.plan(["table1", "figure3"], profile, tmp_path)
@@ -241,44 +245,68 @@ def test_plan_lists_runs_without_result_json(tmp_path, runexp):
     assert len(ab_missing) == len(set(E.runs_for("table2", profile)) | set(E.runs_for("ablation", profile)))
 
 
-def test_command_rebuilds_the_same_runspec_in_run_fold(tmp_path, runexp):
-    """Parse the command with run_fold.py's own flags: same RunSpec -> same run directory."""
-    data = runexp.DataArgs("data/datasets", "/esc", "/us8k", "/cache")
-    fast = E.Profile(**{**E.PROFILES["quick"].to_json(), "joint_lr": 2e-4, "supervised_lr": 1e-3})
+def test_worker_gets_the_exact_runspec_through_its_spec_file(tmp_path, runexp):
+    """run_experiment writes each RunSpec to a file; run_fold.py --spec reads back the same spec."""
+    places = DataPlaces("data/datasets", "/esc", "/us8k", "/cache")
+    fast = E.get_profile("quick").with_overrides(joint_lr=2e-4, temperature=0.1, mix_snr_db=(0.0, 10.0),
+                                                 noise_colors=("white", "pink"), mixed_precision=True)
     specs = [E.runs_for("table1", "quick")[-1], E.runs_for("ablation", "paper")[5],
-             E.runs_for("table1", fast)[0], E.runs_for("table2", fast)[3]]
+             E.runs_for("table1", fast)[0], E.runs_for("table2", fast)[-1]]
     assert specs[3].joint_lr == 2e-4 and "joint lr 0.0002" in fast.describe()
-    commands = [runexp.run_fold_command(s, tmp_path, data, python="PY") for s in specs]
-    for cmd in commands:
-        assert cmd[:2] == ["PY", str(REPO / "reproduce" / "run_fold.py")]
-        assert "--nodownload" in cmd and f"--out_dir={tmp_path}" in cmd
-        assert "--esc50_root=/esc" in cmd and "--us8k_root=/us8k" in cmd and "--cache_dir=/cache" in cmd
+    assert "temperature=0.1" in fast.describe()
+    jobs = jobs_mod.make_jobs(specs, tmp_path, places, python="PY")
+    for job in jobs:
+        assert job.command[:4] == ("PY", "-m", "csr.cli.run_fold", f"--spec={job.spec_file}")
+        assert "--nodownload" in job.command and f"--out_dir={tmp_path}" in job.command
+        assert {"--esc50_root=/esc", "--us8k_root=/us8k", "--cache_dir=/cache"} <= set(job.command)
+        assert job.spec_file == tmp_path / job.spec.experiment / f"{job.spec.run_id()}.spec.json"
+        jobs_mod.launch(dataclasses.replace(job, command=("true",)), {})  # writes the spec file
     script = (
-        "import dataclasses, json, sys\n"
-        f"sys.path.insert(0, {str(REPO / 'reproduce')!r})\n"
-        "import run_fold\n"
-        "for argv in json.loads(sys.argv[1]):\n"
+        "import json, sys\n"
+        "from csr.cli import run_fold\n"
+        "for path in json.loads(sys.argv[1]):\n"
         "    run_fold.FLAGS.unparse_flags()\n"
-        "    run_fold.FLAGS(['run_fold'] + argv)\n"
-        "    print(json.dumps(dataclasses.asdict(run_fold.spec_from_flags())))\n")
-    out = subprocess.run([sys.executable, "-c", script, json.dumps([c[2:] for c in commands])],
+        "    run_fold.FLAGS(['run_fold', '--spec=' + path])\n"
+        "    print(json.dumps(run_fold.spec_from_command_line().to_json()))\n")
+    out = subprocess.run([sys.executable, "-c", script, json.dumps([str(j.spec_file) for j in jobs])],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
-    rebuilt = [RunSpec(**{**d, "model_kwargs": tuple(tuple(p) for p in d["model_kwargs"])})
-               for d in map(json.loads, out.stdout.splitlines())]
+    rebuilt = [RunSpec.from_json(json.loads(line)) for line in out.stdout.splitlines()]
     assert rebuilt == specs
-    assert rebuilt[0].model_kwargs == (("bn_momentum", 0.9), ("hop_length", 920), ("n_mels", 64))
+    assert (rebuilt[0].bn_momentum, rebuilt[0].hop_length, rebuilt[0].n_mels) == (0.9, 920, 64)
+    assert rebuilt[2].noise_colors == ("white", "pink") and rebuilt[2].mixed_precision
 
 
-def test_command_refuses_model_settings_run_fold_cannot_pass(runexp):
-    spec = RunSpec("table1", "proposed", "esc10", "esc40", model_kwargs=(("f_max", 8000.0),))
-    with pytest.raises(ValueError, match="no flag for model setting 'f_max'"):
-        runexp.run_fold_command(spec, "r", runexp.DataArgs())
+def test_run_fold_refuses_flags_beside_a_spec_file(tmp_path):
+    spec_file = tmp_path / "run.spec.json"
+    spec_file.write_text(json.dumps(RunSpec().to_json()))
+    done = subprocess.run([sys.executable, str(REPO / "reproduce" / "run_fold.py"), f"--spec={spec_file}",
+                           "--fold=2"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode != 0 and "drop --fold" in done.stderr
+
+
+def test_every_runspec_field_is_a_run_fold_flag():
+    from absl import flags
+
+    from csr.cli.spec_flags import define_spec_flags, spec_from_flags
+    from csr.spec import FIELDS
+
+    values = flags.FlagValues()
+    define_spec_flags(FIELDS, flag_values=values)
+    values(["prog", "--temperature=0.1", "--mix_snr_db=-3,9", "--noise_colors=white,grey", "--weights=none",
+            "--method=supervised", "--unlabeled=none", "--mixed_precision"])
+    spec = spec_from_flags(FIELDS, values)
+    assert spec == RunSpec(temperature=0.1, mix_snr_db=(-3.0, 9.0), noise_colors=("white", "grey"),
+                           weights=None, method="supervised", unlabeled="none", mixed_precision=True)
+    fresh = flags.FlagValues()
+    define_spec_flags(FIELDS, flag_values=fresh)
+    fresh(["prog"])
+    assert spec_from_flags(FIELDS, fresh) == RunSpec()  # the flags' defaults are the paper's
 
 
 def test_jobs_log_beside_the_run_dir(tmp_path, runexp):
     spec = E.runs_for("table1", "paper")[0]
-    (job,) = runexp.make_jobs([spec], tmp_path, runexp.DataArgs())
+    (job,) = jobs_mod.make_jobs([spec], tmp_path, DataPlaces())
     assert job.log == tmp_path / "table1" / f"{spec.run_id()}.log"
 
 
@@ -287,19 +315,19 @@ def test_visible_gpus(runexp):
         returncode = 0
         stdout = "GPU 0: A100 (UUID: GPU-1)\nGPU 1: A100 (UUID: GPU-2)\n"
 
-    assert runexp.visible_gpus({}, runner=lambda *a, **k: Out()) == ["0", "1"]
-    assert runexp.visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}, runner=None) == ["3", "5"]
-    assert runexp.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}, runner=None) == []
+    assert jobs_mod.visible_gpus({}, runner=lambda *a, **k: Out()) == ["0", "1"]
+    assert jobs_mod.visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}, runner=None) == ["3", "5"]
+    assert jobs_mod.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}, runner=None) == []
 
     def missing(*a, **k):
         raise FileNotFoundError("nvidia-smi")
 
-    assert runexp.visible_gpus({}, runner=missing) == []
+    assert jobs_mod.visible_gpus({}, runner=missing) == []
 
 
 def test_run_jobs_one_gpu_per_job_and_continues_past_failures(tmp_path, runexp):
     specs = E.runs_for("table1", "quick")[:6]
-    jobs = runexp.make_jobs(specs, tmp_path, runexp.DataArgs())
+    jobs = jobs_mod.make_jobs(specs, tmp_path, DataPlaces())
     seen = []
 
     def fake(job, env):
@@ -307,38 +335,52 @@ def test_run_jobs_one_gpu_per_job_and_continues_past_failures(tmp_path, runexp):
                      env.get("TF_FORCE_GPU_ALLOW_GROWTH")))
         return 1 if job is jobs[2] else 0
 
-    failures = runexp.run_jobs(jobs, 2, ["0", "1"], launcher=fake, base_env={}, echo=lambda m: None)
+    failures = jobs_mod.run_jobs(jobs, 2, ["0", "1"], launcher=fake, base_env={}, echo=lambda m: None)
     assert [(j, s) for j, s in failures] == [(jobs[2], 1)]
     assert len(seen) == 6 and {g for _, _, g, _ in seen} <= {"0", "1"}
     assert all(grow is None for *_, grow in seen)  # one job per GPU: no sharing
     seen.clear()
-    runexp.run_jobs(jobs, 3, ["0"], launcher=fake, base_env={}, echo=lambda m: None)
+    jobs_mod.run_jobs(jobs, 3, ["0"], launcher=fake, base_env={}, echo=lambda m: None)
     assert {(g, grow) for _, _, g, grow in seen} == {("0", "true")}  # shared GPU: allow growth
     seen.clear()
-    runexp.run_jobs(jobs, 2, [], launcher=fake, base_env={}, echo=lambda m: None)
+    jobs_mod.run_jobs(jobs, 2, [], launcher=fake, base_env={}, echo=lambda m: None)
     assert {g for _, _, g, _ in seen} == {None}  # CPU: CUDA_VISIBLE_DEVICES untouched
 
 
 def test_launch_appends_output_to_the_log(tmp_path, runexp):
     log = tmp_path / "table1" / "x.log"
-    job = runexp.Job(E.runs_for("table1", "quick")[0],
+    job = jobs_mod.Job(E.runs_for("table1", "quick")[0],
                      (sys.executable, "-c", "import os, sys; print('gpu=' + os.environ['CUDA_VISIBLE_DEVICES']);"
-                      " sys.exit(3)"), log)
-    env = runexp.job_env({"PATH": "/usr/bin:/bin"}, "1", shared=False)
-    assert runexp.launch(job, env) == 3
-    assert runexp.launch(job, env) == 3
+                      " sys.exit(3)"), log, tmp_path / "x.spec.json")
+    env = jobs_mod.job_env({"PATH": "/usr/bin:/bin"}, "1", shared=False)
+    assert jobs_mod.launch(job, env) == 3
+    assert jobs_mod.launch(job, env) == 3
     text = log.read_text()
     assert text.count("gpu=1") == 2 and text.count("=== ") == 2  # appended, with the command line
 
 
-def test_execution_options_reach_run_fold_and_keep_the_run_id(tmp_path, runexp):
-    import dataclasses
-
-    data = runexp.DataArgs("data/datasets", None, None, None)
+def test_execution_options_reach_the_worker_and_keep_the_run_id(tmp_path, runexp):
     spec = E.runs_for("table1", "paper")[0]
-    fast = dataclasses.replace(spec, strategy="mirrored", mixed_precision=True)
-    plain_cmd = runexp.run_fold_command(spec, tmp_path, data, python="PY")
-    fast_cmd = runexp.run_fold_command(fast, tmp_path, data, python="PY")
-    assert not any(a.startswith(("--strategy", "--mixed_precision")) for a in plain_cmd)
-    assert "--strategy=mirrored" in fast_cmd and "--mixed_precision" in fast_cmd
+    fast_profile = E.get_profile("paper").with_overrides(strategy="mirrored", mixed_precision=True)
+    fast = E.runs_for("table1", fast_profile)[0]
+    assert (fast.strategy, fast.mixed_precision) == ("mirrored", True)
     assert fast.run_id() == spec.run_id()
+    (job,) = jobs_mod.make_jobs([fast], tmp_path, DataPlaces(), python="PY")
+    jobs_mod.launch(dataclasses.replace(job, command=("true",)), {})
+    assert json.loads(job.spec_file.read_text())["strategy"] == "mirrored"
+
+
+def test_progress_counts_runs_and_estimates_the_time_left():
+    spec = E.runs_for("table1", "quick")[0]
+    job = jobs_mod.Job(spec, ("true",), Path("x.log"), Path("x.spec.json"))
+    now = [0.0]
+    lines = []
+    progress = jobs_mod.Progress(4, lines.append, clock=lambda: now[0])
+    now[0] = 120.0
+    progress.finished(job, 0, {"best": 0.5, "last": 0.25})
+    assert lines[-2] == f"{job.name} ok: best 50.0%, last 25.0%"
+    assert lines[-1] == "[1/4 runs done, 0 failed, 2 min elapsed, about 6 min left]"
+    now[0] = 3 * 3600.0
+    progress.finished(job, 3)
+    assert "FAILED (exit 3; see x.log)" in lines[-2]
+    assert lines[-1] == "[2/4 runs done, 1 failed, 3 h 00 min elapsed, about 3 h 00 min left]"

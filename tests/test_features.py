@@ -9,8 +9,7 @@ import pytest
 import tensorflow as tf
 
 from csr import config
-from csr.features import (LogMelSpectrogram, SpectrogramToImage, frame_signal, frames_for,
-                          resolve_chunk_size)
+from csr.features import LogMelSpectrogram, SpectrogramToImage, frame_signal, frames_for, resolve_chunk_size
 
 ESC10_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "esc10" / "audio"
 FULL = dict(sample_rate=22050, n_fft=1024, hop_length=230, n_mels=128, f_min=50.0, f_max=10000.0)

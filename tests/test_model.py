@@ -66,7 +66,7 @@ def test_classifier_head_gives_float32_logits_of_num_classes():
     out = head(np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32))
     assert tuple(out.shape) == (4, 5)
     assert out.dtype == tf.float32
-    assert [type(l).__name__ for l in head.layers] == ["Dense", "BatchNormalization", "ReLU", "Dense"]
+    assert [type(layer).__name__ for layer in head.layers] == ["Dense", "BatchNormalization", "ReLU", "Dense"]
 
 
 def test_projection_head_outputs_unit_vectors():
@@ -87,7 +87,7 @@ def test_small_model_maps_waveforms_to_logits_features_and_embeddings():
     assert z.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
     assert model.mode == "supervised"
-    assert model.reg_weight == 0.05 and model.temperature == 0.01
+    assert model.options.reg_weight == 0.05 and model.options.temperature == 0.01
 
 
 def test_resnet50v2_backbone_is_2048d_and_loads_local_weight_files(tmp_path):
@@ -156,7 +156,7 @@ def test_proposed_steps_lower_the_total_loss_and_report_contrastive_metrics():
     # Warm-up step in supervised mode, then switch mode on the same compiled model (Algorithm 1).
     x, y = low_high_problem(8, seed=2)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    model.mode = "proposed"
+    model.configure(mode="proposed")
     batches = [proposed_batch(seed) for seed in range(3)]
     ds = tf.data.Dataset.from_tensor_slices(
         {k: np.stack([b[k] for b in batches]) for k in batches[0]}).repeat()
@@ -169,7 +169,7 @@ def test_proposed_steps_lower_the_total_loss_and_report_contrastive_metrics():
 
     # One step (fit resets the metrics each epoch): the total is exactly CE + lambda * (NTXent_1 +
     # NTXent_2), and a new reg_weight takes effect without recompiling.
-    model.reg_weight = 0.5
+    model.configure(reg_weight=0.5)
     logs = {k: v[0] for k, v in model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history.items()}
     assert logs["loss"] == pytest.approx(logs["clf_loss"] + 0.5 * logs["reg_loss"], rel=1e-5)
     assert logs["reg_loss"] > 0.0
@@ -191,24 +191,24 @@ def test_test_step_accuracy_matches_predict_and_predict_returns_logits():
 def test_mode_and_batch_type_are_checked():
     model = build_model(2, seed=4, **TINY)
     with pytest.raises(ValueError, match="mode must be one of"):
-        model.mode = "semi"
+        model.configure(mode="semi")
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     with pytest.raises(ValueError, match="expects \\(x, y\\) batches here.*got a dict"):
         model.train_step(proposed_batch(0))
     x, y = low_high_problem(2, seed=4)
     with pytest.raises(ValueError, match="sample_weight"):
         model.train_step((x, y, np.ones(2, np.float32)))
-    model.mode = "proposed"
+    model.configure(mode="proposed")
     with pytest.raises(ValueError, match="expects dict batches with keys"):
         model.train_step((x, y))
     with pytest.raises(ValueError, match="temperature must be positive"):
-        model.temperature = 0.0
+        model.configure(temperature=0.0)
 
 
 def test_saved_model_reloads_with_mode_and_predictions(tmp_path):
     x, _ = low_high_problem(4, seed=5)
     model = build_model(2, seed=5, **TINY)
-    model.mode = "proposed"
+    model.configure(mode="proposed")
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)

@@ -122,10 +122,10 @@ def test_mix_on_auto_and_validation():
     assert pipeline.resolve_mix_on("device") == "device"
     with pytest.raises(ValueError, match="mix_on must be one of auto, host, device"):
         pipeline.resolve_mix_on("gpu")
-    from csr.train import RunConfig
+    from csr.spec import RunSpec
 
-    with pytest.raises(ValueError, match="unknown mix_on 'gpu'"):
-        RunConfig(method="proposed", mix_on="gpu")
+    with pytest.raises(ValueError, match="--mix_on='gpu' is not one of auto, host, device"):
+        RunSpec(mix_on="gpu")
 
 
 def test_evaluation_keeps_order_and_every_clip():

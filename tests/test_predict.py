@@ -11,8 +11,11 @@ import pytest
 import soundfile as sf
 
 from csr.audio import load_audio
-from csr.predict import PredictError, load_run, main, predict_files, sidecar_path
-from csr.train import RunConfig, RunData, _Checkpoint, run
+from csr.checkpoint import Checkpoints
+from csr.cli.predict import run as main
+from csr.predict import PredictError, load_run, predict_files, sidecar_path
+from csr.spec import RunSpec
+from csr.train import RunData, run
 
 SR, N = 8000, 4000
 TINY = {"sample_rate": SR, "clip_samples": N, "n_fft": 256, "hop_length": 64, "n_mels": 32, "f_max": 4000.0}
@@ -33,12 +36,12 @@ def _tones(count, seed):
 def runs(tmp_path_factory):
     """(unfinished, finished): the same 2-epoch run, stopped after epoch 0 and run to the end."""
     root = tmp_path_factory.mktemp("runs")
-    cfg = RunConfig(method="supervised", num_classes=3, seed=3, backbone="small", weights=None,
-                    supervised_epochs=2, supervised_lr=3e-3, labeled_batch=8, eval_batch=8, last_k=1,
-                    model_kwargs=TINY, data={"target": "tones"})
+    cfg = RunSpec(method="supervised", target="tones.csv", unlabeled="none", seed=3, backbone="small",
+                  weights=None, supervised_epochs=2, supervised_lr=3e-3, labeled_batch=8, eval_batch=8,
+                  last_k=1, **TINY)
     train_w, train_y = _tones(12, 0)
     test_w, test_y = _tones(6, 1)
-    data = RunData(train_w, train_y, test_w, test_y)
+    data = RunData(train_w, train_y, test_w, test_y, num_classes=3, info={"target": "tones"})
     unfinished, finished = root / "unfinished", root / "finished"
     run(cfg, data, unfinished, verbose=0, stop_after_epoch=0)
     shutil.copytree(unfinished, finished)
@@ -80,9 +83,13 @@ def test_top_k_is_the_softmax_of_the_models_logits(runs, audio):
     model, names, info = load_run(runs[1])
     assert info["finished"] and info["weights"].endswith("model.weights.h5") and not info["named"]
     assert names == ["class_0", "class_1", "class_2"]
-    with np.load(runs[1] / "checkpoints" / "last.npz") as z:  # the final checkpoint == the final weights
-        for i, var in enumerate(model.weights):
-            np.testing.assert_array_equal(var.numpy(), z[f"w{i}"])
+    from csr.model import build_model
+
+    from_checkpoint = build_model(3, backbone="small", weights=None, **TINY)
+    checkpoints = Checkpoints(runs[1])
+    checkpoints.restore(checkpoints.latest(), from_checkpoint)  # the final checkpoint == the final weights
+    for a, b in zip(model.weights, from_checkpoint.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
     results = predict_files(model, list(audio), top_k=2, class_names=names)
     for result, path in zip(results, audio):
@@ -167,7 +174,8 @@ def test_unfinished_run_falls_back_to_its_checkpoint(runs, audio, capsys):
     assert not info["finished"] and info["epoch"] == 0 and info["phase"] == "supervised"
     assert "not finished" in info["note"] and str(runs[0]) in info["note"]
     reference = build_model(3, backbone="small", weights=None, **TINY)
-    _Checkpoint(runs[0]).restore(reference)  # the trainer's own reader
+    checkpoints = Checkpoints(runs[0])
+    checkpoints.restore(checkpoints.latest(), reference)  # the trainer's own reader
     (result,) = predict_files(model, [audio[0]])
     expected = _softmax(reference(_clip(audio[0]), training=False))[0]
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-6)
@@ -190,7 +198,7 @@ def test_missing_run_or_weights_is_a_clear_error(runs, audio, tmp_path, capsys):
     shutil.copy(runs[1] / "config.json", no_weights)
     with pytest.raises(PredictError, match=r"no_weights: no trained weights: neither model\.weights\.h5"):
         load_run(no_weights)
-    assert main(["--run", str(no_weights), audio[0]]) == 1
+    assert main(["--run", str(no_weights), audio[0]]) == 2
     captured = capsys.readouterr()
     assert str(no_weights) in captured.err and captured.out == ""
 
@@ -213,8 +221,11 @@ def test_bad_files_are_reported_and_the_others_still_predicted(runs, audio, tmp_
     assert sidecar_path(out).read_text().splitlines() == [audio[0], audio[1]]
 
 
-def test_runs_as_a_module():
-    repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-m", "csr.predict", "--help"], cwd=repo, capture_output=True,
+def test_runs_as_an_installed_command(tmp_path):
+    command = Path(sys.executable).with_name("csr-predict")  # the console script pip installed
+    done = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--[no]windows" in done.stdout and "--embed" in done.stdout
+    done = subprocess.run([str(command), "--run", str(tmp_path / "nope"), "x.wav"], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 0 and "--windows" in done.stdout and "--embed" in done.stdout
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"csr-predict: error: {tmp_path / 'nope'}: run directory not found"

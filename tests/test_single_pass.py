@@ -55,7 +55,7 @@ def _step(batch, *, single_pass, freeze_backbone_bn, policy="float32", jit_compi
         for layer in model.backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-    model.mode, model.single_pass = "proposed", single_pass
+    model.configure(mode="proposed", single_pass=single_pass)
     model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=jit_compile)
     before = [v.numpy().copy() for v in model.trainable_variables]
     logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
@@ -133,7 +133,7 @@ def test_single_pass_under_xla_matches_the_graph_step():
 
 def test_single_pass_needs_the_row_labels():
     model = build_model(2, seed=0, **TINY)
-    model.mode, model.single_pass = "proposed", True
+    model.configure(mode="proposed", single_pass=True)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     batch = _batch(seed=0, labeled=2, unlabeled=2)
     del batch["s1_y"]

@@ -3,7 +3,6 @@ balanced, and their classes are separable by a crude spectral feature."""
 
 import csv
 import hashlib
-import importlib.util
 import re
 from pathlib import Path
 
@@ -214,13 +213,11 @@ def test_project_loaders_read_the_synthetic_sets(synth):
 
 
 def test_cli_writes_both_sets(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("synthesize_cli", REPO / "data" / "synthesize.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    assert cli.main(["--out", str(tmp_path / "s"), "--seed", "3", "--clips_per_class", "1",
+    from csr.cli import synthesize as cli
+    assert cli.run(["--out", str(tmp_path / "s"), "--seed", "3", "--clips_per_class", "1",
                      "--us8k_clips_per_fold", "1"]) == 0
     _, rows = read_csv(tmp_path / "s" / "esc" / "meta" / "esc50.csv")
     _, us = read_csv(tmp_path / "s" / "us8k" / "metadata" / "UrbanSound8K.csv")
     assert len(rows) == 10 and len(us) == 10
-    assert cli.main(["--out", str(tmp_path / "s"), "--esc10_classes", "11"]) == 1
+    assert cli.run(["--out", str(tmp_path / "s"), "--esc10_classes", "11"]) == 2
     assert "esc10_classes must be in 1..10" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from csr import experiments as E
-from csr import figures, tables
+from csr import figures, rundir, tables
 from csr.train import summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ PAPER = E.PROFILES["paper"]
 
 def fake_run(root, spec, test_acc, warmup=0, train_acc=None):
     """A finished run: `warmup` warm-up epochs then the final phase; test_acc covers every epoch."""
-    run_dir = E.run_dir(root, spec)
+    run_dir = rundir.path(root, spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = "supervised" if spec.method.startswith("supervised") else "joint"
     phases = ["warmup"] * warmup + [final] * (len(test_acc) - warmup)
@@ -37,6 +37,7 @@ def fake_run(root, spec, test_acc, warmup=0, train_acc=None):
               "data": {"target": spec.target, "unlabeled": spec.unlabeled, "classes": 10,
                        "unlabeled_clips": 0 if spec.unlabeled == "none" else 80}}
     (run_dir / "result.json").write_text(json.dumps(result))
+    rundir.write_config(run_dir, rundir.RunConfig(spec, num_classes=10))
     return result
 
 
@@ -88,7 +89,7 @@ def test_table1_render_says_what_is_missing(tmp_path):
     for i, spec in enumerate(specs):
         if spec not in skip:
             fake_run(tmp_path, spec, [0.5 + 0.01 * i] * 6)
-    E.run_dir(tmp_path, started).mkdir(parents=True)  # began, never finished
+    rundir.path(tmp_path, started).mkdir(parents=True)  # began, never finished
     text = tables.render("table1", tmp_path, QUICK)
     assert "missing (0/2 folds)" in text  # supervised 25 %: both folds absent
     assert "(1/2 folds)" in text  # proposed 10 %: one fold
@@ -99,7 +100,8 @@ def test_table1_render_says_what_is_missing(tmp_path):
     assert text.count("(not started)") == 2
     # The paper's numbers and the quoted rows are there; quoted "-" cells stay "-".
     assert "59.0 ± 5.0" in text and "95.2 ± 4.0" in text
-    assert "| Supervised [19] |  | paper (quoted, not run) | 67.8 ± 4.0 | 82.5 ± 5.7 | 88.3 ± 3.0 | - | 91.7 ± 2.0 |" in text
+    assert ("| Supervised [19] |  | paper (quoted, not run) | 67.8 ± 4.0 | 82.5 ± 5.7 | 88.3 ± 3.0 | - "
+            "| 91.7 ± 2.0 |") in text
     assert "NOT comparable" in text  # the quick profile says so above the table
     row = next(ln for ln in text.splitlines() if ln.startswith("| Proposed | *best* | ours"))
     assert row.split(" | ")[3].endswith("± n/a (1/2 folds)")  # one fold: no spread to report
@@ -214,7 +216,7 @@ def test_figure3_written_with_missing_methods_named(tmp_path, drawn):
         for spec in specs[: 1 if c.method == "supervised" else 2]:
             warm = 0 if c.method == "supervised" else 2
             fake_run(tmp_path, spec, list(np.linspace(0.2, 0.8, 6)), warmup=warm)
-    unfinished = E.run_dir(tmp_path, E.runs_for_cell(E.figure3_cells()[0], QUICK)[1])
+    unfinished = rundir.path(tmp_path, E.runs_for_cell(E.figure3_cells()[0], QUICK)[1])
     unfinished.mkdir(parents=True)  # a history without result.json is not averaged in
     (unfinished / "history.csv").write_text("epoch,phase,accuracy,test_accuracy\n0,supervised,1,1\n")
     out = figures.figure3(tmp_path, QUICK, tmp_path / "out" / "figure3.png")
@@ -247,7 +249,8 @@ def test_make_tables_writes_files_and_report(tmp_path, make_tables):
     root = tmp_path / "quick"
     for spec in E.runs_for("figure3", QUICK):
         fake_run(root, spec, [0.5] * 6)
-    (E.run_dir(root, E.runs_for("figure3", QUICK)[0]) / "config.json").write_text(json.dumps({"seed": 0}))
+    first = E.runs_for("figure3", QUICK)[0]
+    rundir.write_config(rundir.path(root, first), rundir.RunConfig(first, num_classes=10))
     written = make_tables.write_outputs(root, root, QUICK, ["table1", "table2", "ablation", "figure3"])
     assert [p.name for p in written] == ["table1.md", "table2.md", "table3.md", "figure3.png"]
     assert (root / "table3.md").read_text().startswith("## Table 3: ablation study on ESC50")

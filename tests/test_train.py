@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from csr.train import RunConfig, RunData, TrainingDiverged, run, summarize
+from csr.spec import RunSpec, SpecError
+from csr.train import RunData, TrainingDiverged, run, summarize
 
 SR, N = 8000, 4000
 TINY = {"sample_rate": SR, "clip_samples": N, "n_fft": 256, "hop_length": 64, "n_mels": 32, "f_max": 4000.0}
@@ -31,11 +32,13 @@ def data():
 
 
 def _config(**kw):
-    base = dict(method="proposed", num_classes=2, seed=3, backbone="small", weights=None,
+    base = dict(method="proposed", unlabeled="tones", seed=3, backbone="small", weights=None,
                 warmup_epochs=1, joint_epochs=2, labeled_batch=8, unlabeled_batch=8, eval_batch=8,
-                last_k=2, warmup_lr=3e-3, joint_lr=1e-3, model_kwargs=TINY)
+                last_k=2, warmup_lr=3e-3, joint_lr=1e-3, **TINY)
     base.update(kw)
-    return RunConfig(**base)
+    if base["method"] in ("supervised", "supervised_imagenet", "no_unlabeled"):
+        base["unlabeled"] = "none"
+    return RunSpec(**base)
 
 
 def test_summarize_best_and_last_k():
@@ -47,15 +50,16 @@ def test_summarize_best_and_last_k():
 
 
 def test_phases_follow_the_paper():
-    proposed = RunConfig(method="proposed").phases()
+    proposed = RunSpec(method="proposed").phases()
     assert [(p.name, p.mode, p.epochs, p.learning_rate) for p in proposed] == [
         ("warmup", "supervised", 20, 1e-4), ("joint", "proposed", 100, 1e-5)]
-    assert [(p.name, p.epochs, p.learning_rate) for p in RunConfig(method="supervised").phases()] == [
-        ("supervised", 200, 1e-4)]
-    assert RunConfig(method="no_mixing").augment_config().mixing is False
-    assert RunConfig(method="no_unlabeled").augment_config().use_unlabeled is False
-    with pytest.raises(ValueError, match="unknown method"):
-        RunConfig(method="fixmatch")
+    assert [(p.name, p.epochs, p.learning_rate)
+            for p in RunSpec(method="supervised", unlabeled="none").phases()] == [("supervised", 200, 1e-4)]
+    assert [p.epochs for p in RunSpec(target="us8k", unlabeled="esc50").phases()] == [10, 100]
+    assert RunSpec(method="no_mixing").augment_config().mixing is False
+    assert RunSpec(method="no_unlabeled", unlabeled="none").augment_config().use_unlabeled is False
+    with pytest.raises(SpecError, match="--method='fixmatch' is not one of"):
+        RunSpec(method="fixmatch")
 
 
 def test_run_writes_outputs_and_resumes_to_the_same_result(tmp_path, data):
@@ -66,8 +70,9 @@ def test_run_writes_outputs_and_resumes_to_the_same_result(tmp_path, data):
     history = pd.read_csv(tmp_path / "whole" / "history.csv")
     assert list(history["epoch"]) == [0, 1, 2]
     assert history["reg_loss"].iloc[1:].notna().all() and np.isnan(history["reg_loss"].iloc[0])
-    assert json.loads((tmp_path / "whole" / "config.json").read_text())["method"] == "proposed"
-    assert (tmp_path / "whole" / "checkpoints" / "last.npz").exists()
+    assert json.loads((tmp_path / "whole" / "config.json").read_text())["spec"]["method"] == "proposed"
+    assert sorted(p.name for p in (tmp_path / "whole" / "checkpoints").glob("*.index")) == [
+        "epoch-1.index", "epoch-2.index"]  # the last two
 
     # Killed after the warm-up, then after the first joint epoch: resuming gives the same numbers.
     assert run(cfg, data, tmp_path / "killed", verbose=0, stop_after_epoch=0) == {}
@@ -101,19 +106,26 @@ def test_supervised_run_learns_the_tones(tmp_path, data):
 
 def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path, data):
     run(_config(joint_epochs=1, warmup_epochs=0), data, tmp_path, verbose=0, stop_after_epoch=0)
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match=r"holds another computation \(seed 3 -> 4\); rerun with --overwrite"):
         run(_config(joint_epochs=1, warmup_epochs=0, seed=4), data, tmp_path, verbose=0)
+
+
+def _weights_of(checkpoint_prefix):
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(checkpoint_prefix))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("backbone")}
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data):
     cfg = _config(method="supervised", supervised_epochs=3)
     run(cfg, data, tmp_path, verbose=0, stop_after_epoch=0)
-    good = np.load(tmp_path / "checkpoints" / "last.npz")["w0"].copy()
+    good = _weights_of(tmp_path / "checkpoints" / "epoch-0")
     poisoned = RunData(np.full_like(data.train_waves, np.nan), data.train_labels,
                        data.test_waves, data.test_labels)
     with pytest.raises(TrainingDiverged, match="epoch 1"):
         run(cfg, poisoned, tmp_path, verbose=0)
-    with np.load(tmp_path / "checkpoints" / "last.npz") as z:
-        assert int(z["epoch"]) == 0
-        np.testing.assert_array_equal(z["w0"], good)
+    assert [p.name for p in (tmp_path / "checkpoints").glob("*.index")] == ["epoch-0.index"]
+    kept = _weights_of(tmp_path / "checkpoints" / "epoch-0")
+    assert kept.keys() == good.keys() and all(np.array_equal(kept[k], good[k]) for k in good)
     assert len(pd.read_csv(tmp_path / "history.csv")) == 1
