@@ -9,12 +9,23 @@ PROFILE    ?= paper
 JOBS       ?= 1
 ESC50_ROOT ?=
 US8K_ROOT  ?=
+SEEDS      ?= 0
 BENCH_FLAGS ?=
-RUN_FLAGS  = --profile=$(PROFILE) --jobs=$(JOBS) --data_root=$(DATA) --out_dir=$(OUT) \
+# RUNS_PER_GPU=K: K concurrent runs on each GPU; EXECUTOR=ray (with RAY_ADDRESS=host:port): the runs as Ray tasks.
+RUNS_PER_GPU ?=
+EXECUTOR   ?= local
+RAY_ADDRESS ?=
+PREFLIGHT_FLAGS ?=
+RUN_FLAGS  = --profile=$(PROFILE) --jobs=$(JOBS) --seeds=$(SEEDS) --data_root=$(DATA) --out_dir=$(OUT) \
              $(if $(ESC50_ROOT),--esc50_root=$(ESC50_ROOT)) $(if $(US8K_ROOT),--us8k_root=$(US8K_ROOT))
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+RUN_FLAGS += --executor=$(EXECUTOR) $(if $(RUNS_PER_GPU),--runs_per_gpu=$(RUNS_PER_GPU)) \
+             $(if $(RAY_ADDRESS),--ray_address=$(RAY_ADDRESS))
+# VERBOSE=1 shows TensorFlow's start-up lines and XLA's log lines, hidden by default (csr/cli/quiet.py).
+VERBOSE    ?=
+export CSR_VERBOSE = $(VERBOSE)
 
-.PHONY: venv test test-all lint demo data synthetic table1 table2 ablation figure3 tables bench bench-frontend bench-step
+.PHONY: venv test test-all lint demo data synthetic table1 table2 ablation figure3 sensitivity tables bench \
+        bench-frontend bench-step
 
 venv: $(STAMP)
 
@@ -49,9 +60,17 @@ data: $(STAMP)
 synthetic: $(STAMP)
 	$(PY) data/synthesize.py --out $(DATA)/synthetic --seed 0
 
-## table1 / table2 / ablation / figure3: run the missing runs (PROFILE=paper|quick, JOBS=N), then write the table
-table1 table2 ablation figure3: $(STAMP)
+## table1 / table2 / ablation / figure3 / sensitivity: run the missing runs (PROFILE=paper|quick, JOBS=N,
+## SEEDS=0,1,2), then write the table
+table1 table2 ablation figure3 sensitivity: $(STAMP)
 	$(PY) reproduce/run_experiment.py --table=$@ $(RUN_FLAGS)
+
+## preflight: TensorFlow/CUDA/GPUs, weights, data, a few real steps, the tables' hours here (PREFLIGHT_FLAGS=--weights=none offline)
+.PHONY: preflight
+preflight: $(STAMP)
+	$(PY) reproduce/preflight.py --profile=$(PROFILE) --jobs=$(JOBS) --data_root=$(DATA) \
+	    $(if $(ESC50_ROOT),--esc50_root=$(ESC50_ROOT)) $(if $(US8K_ROOT),--us8k_root=$(US8K_ROOT)) \
+	    $(if $(RUNS_PER_GPU),--runs_per_gpu=$(RUNS_PER_GPU)) $(PREFLIGHT_FLAGS)
 
 ## tables: rewrite every table, Figure 3 and REPORT.md from the finished runs
 tables: $(STAMP)

@@ -369,11 +369,11 @@ def _cleanup(donors, sources) -> None:
 def _decode_missing(build: _Build, paths, sr, seconds, progress: bool, workers: int, skip: bool) -> None:
     """Decode every row not yet done, in order; progress is saved even when a file fails. A failure
     is remembered, then raised, or with `skip` passed over (as is a failure remembered before)."""
-    from tqdm.auto import tqdm
+    from csr.progress import bar as progress_bar
 
     todo = [i for i in range(len(paths)) if not build.done[i] and not (skip and i in build.failed)]
-    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), unit="clip",
-               desc=f"decoding into {build.npy.name}", disable=not progress)
+    bar = progress_bar(len(paths), f"decoding into {build.npy.name}", enabled=progress,
+                       initial=len(paths) - len(todo), unit="clip")
 
     def store(i, values, message):
         if message is None:

@@ -33,9 +33,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from tqdm import tqdm
-
 from csr.errors import UserError
+from csr.progress import bar as progress_bar
 
 MARKER = ".csr_complete"
 CHUNK_BYTES = 1 << 20
@@ -112,8 +111,8 @@ def file_digest(path, algorithm: str = "sha256", progress: bool = False) -> str:
     """Hex digest of a file, read in chunks so multi-GB archives need no memory."""
     path = Path(path)
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                     desc=f"{algorithm} {path.name}", disable=not progress) as bar:
+    with open(path, "rb") as f, progress_bar(path.stat().st_size, f"{algorithm} {path.name}", enabled=progress,
+                                             unit="B", unit_scale=True) as bar:
         for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -183,9 +182,8 @@ def download(url: str, dest, *, size: Optional[int] = None, opener=None, progres
             mode, offset = "wb", 0
         total = offset + int(length) if length is not None else size
         try:
-            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B",
-                                               unit_scale=True, desc=dest.name,
-                                               disable=not progress) as bar:
+            with open(part, mode) as out, progress_bar(total, dest.name, enabled=progress, initial=offset,
+                                                       unit="B", unit_scale=True) as bar:
                 for chunk in iter(lambda: response.read(chunk_bytes), b""):
                     out.write(chunk)
                     bar.update(len(chunk))

@@ -34,7 +34,7 @@ from csr import rundir, sources
 from csr.runio import atomic_write_json, read_json
 from csr.spec import RunSpec, fields_of
 
-TABLES = ("table1", "table2", "ablation")
+TABLES = ("table1", "table2", "ablation", "sensitivity")
 FIGURE = "figure3"
 FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 FOLDS = {"esc10": (1, 2, 3, 4, 5), "esc50": (1, 2, 3, 4, 5), "us8k": tuple(range(1, 11))}
@@ -104,6 +104,13 @@ _TABLE3 = (
     ("Supervised", "supervised_imagenet", "none", "table2", 73.6, 1.0),
 )
 FIGURE3_METHODS = ("supervised", "supervised_imagenet", "proposed")
+# The sensitivity study section 3.4 mentions ("training was successful in the range of [0.001, 0.1]")
+# but does not show: the proposed method on ESC10 + ESC40 over temperature x lambda_reg. lambda_reg = 0 is
+# the control the paper lacks: the proposed method's schedule and batches without the contrastive
+# term (its temperature then has no effect: one run stands for every temperature).
+SENSITIVITY_TEMPERATURES = (0.001, 0.01, 0.1)
+SENSITIVITY_REG_WEIGHTS = (0.0, 0.01, 0.05, 0.2)
+SENSITIVITY_FRACTIONS = (0.1, 1.0)
 
 
 def _table1_cells() -> list[Cell]:
@@ -132,11 +139,73 @@ def _table3_cells() -> list[Cell]:
             for column, method, unlabeled, experiment, mean, std in _TABLE3]
 
 
-CELLS: tuple[Cell, ...] = tuple(_table1_cells() + _table2_cells() + _table3_cells())
+def _sensitivity_cells() -> list[Cell]:
+    """Temperature x lambda_reg for the proposed method, at 10 % and 100 % labels, best and last. The
+    paper's setting reads Table 1's runs; lambda_reg = 0 is one run whatever the temperature."""
+    paper = RunSpec()
+    cells = []
+    for fraction in SENSITIVITY_FRACTIONS:
+        for metric in ("best", "last"):
+            for temperature in SENSITIVITY_TEMPERATURES:
+                for reg_weight in SENSITIVITY_REG_WEIGHTS:
+                    settings = {"temperature": temperature, "reg_weight": reg_weight}
+                    if reg_weight == 0:
+                        settings = {"reg_weight": 0.0}
+                    settings = {k: v for k, v in settings.items() if v != getattr(paper, k)}
+                    cells.append(Cell("sensitivity", f"τ = {temperature:g}", f"λ = {reg_weight:g}", metric,
+                                      "proposed", "esc10", "esc40", fraction, None, None,
+                                      experiment="sensitivity" if settings else "table1",
+                                      settings=tuple(sorted(settings.items()))))
+    return cells
+
+
+CELLS: tuple[Cell, ...] = tuple(_table1_cells() + _table2_cells() + _table3_cells() + _sensitivity_cells())
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A difference the paper draws between two methods: the cells named `a` and `b` in `table`,
+    paired column by column (same label fraction and metric), run by run (same fold and seed)."""
+
+    table: str
+    a: str
+    b: str
+
+
+def cell_name(cell: Cell) -> str:
+    """What a comparison calls a cell: its row (tables 1 and 2), its column (table 3), or both."""
+    if cell.table == "ablation":
+        return cell.column
+    if cell.table == "sensitivity":
+        return f"{cell.row}, {cell.column}"
+    return cell.row
+
+
+COMPARISONS = (
+    Comparison("table1", "Proposed", "Supervised"),
+    Comparison("table1", "Proposed", "Supervised (ImageNet init.)"),
+    Comparison("table2", "ESC10 / ESC40", "ESC10 / -"),
+    Comparison("table2", "ESC50 / US8K", "ESC50 / -"),
+    Comparison("table2", "US8K / ESC50", "US8K / -"),
+    Comparison("ablation", "Proposed", "Supervised"),
+    Comparison("ablation", "Proposed", "-Mixing"),
+    Comparison("ablation", "Proposed", "-Unlabeled"),
+    Comparison("ablation", "-Mixing", "Supervised"),
+    Comparison("ablation", "-Unlabeled", "Supervised"),
+    Comparison("sensitivity", "τ = 0.01, λ = 0.05", "τ = 0.01, λ = 0"),
+)
+
+
+def comparison_pairs(comparison: Comparison) -> list[tuple[Cell, Cell]]:
+    """The (a, b) cell pairs of a comparison, one per label fraction and metric."""
+    own = [c for c in cells(comparison.table) if not c.quoted]
+    b_cells = {(c.fraction, c.metric): c for c in own if cell_name(c) == comparison.b}
+    return [(a, b_cells[a.fraction, a.metric]) for a in own
+            if cell_name(a) == comparison.a and (a.fraction, a.metric) in b_cells]
 
 
 def cells(table: str) -> list[Cell]:
-    """The cells of 'table1', 'table2' or 'ablation' in the paper's order (quoted cells included)."""
+    """The cells of 'table1', 'table2', 'ablation' or 'sensitivity' in order (quoted cells included)."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
     return [c for c in CELLS if c.table == table]
@@ -399,4 +468,4 @@ def missing_runs(specs, root) -> list[RunSpec]:
 
 def cell_key(cell: Cell) -> str:
     """A stable readable name for a cell (tests, logs)."""
-    return f"{cell.table}:{cell.row}:{cell.column}:{cell.metric or 'quoted'}"
+    return f"{cell.table}:{cell.row}:{cell.column}:{cell.fraction:g}:{cell.metric or 'quoted'}"

@@ -2,7 +2,9 @@
 
 The N originals and their N augmentations form 2N embeddings. For every one of the 2N anchors the
 positive is its pair and the negatives are the other 2N-2 embeddings; the anchor itself is masked
-out. The loss is the mean cross-entropy over the 2N anchors (SimCLR's NT-Xent).
+out. NTXentLoss is the sum of the two directions' mean cross-entropies (originals as anchors,
+augmentations as anchors), i.e. 2x the mean over the 2N anchors: how neural-audio-fp (the code of
+the paper's reference [16]) and SimCLR compute it, and the scale lambda_reg = 0.05 was tuned at.
 
 Both functions compute in float32 whatever the input dtype (mixed precision gives float16
 embeddings, and a temperature of 0.01 turns similarities into logits up to 100, which float16
@@ -79,8 +81,8 @@ def nt_xent(z, z_aug, temperature=0.01):
     """NTXentLoss(z, z~) of N (original, augmented) pairs on one device; float32 scalar.
 
     z, z_aug: (N, d) L2-normalised embeddings, row i of z paired with row i of z_aug. The mean of
-    eq. 1 over the 2N anchors; TF's fused softmax cross-entropy (log-sum-exp) keeps it stable at
-    temperature 0.01.
+    eq. 1 over the N originals as anchors plus its mean over the N augmentations as anchors (see
+    global_nt_xent); TF's fused softmax cross-entropy (log-sum-exp) keeps it stable at temperature 0.01.
     """
     z, z_aug = _check_pair(z, z_aug)
     return global_nt_xent(z, z_aug, temperature)[0]
@@ -99,12 +101,18 @@ def contrastive_accuracy(z, z_aug):
 def global_nt_xent(z, z_aug, temperature, local_negatives=False):
     """(NTXentLoss, in-batch accuracy) of the global batch: this replica's shares of both.
 
+    NTXentLoss(z, z~) is the sum over the two directions (originals as anchors, augmentations as
+    anchors) of each direction's mean of eq. 1 over its N anchors, i.e. the sum over all 2N anchors
+    divided by N: the scale of neural-audio-fp's NTxentLoss (the code of the paper's reference [16])
+    and of SimCLR's add_contrastive_loss, against which lambda_reg = 0.05 was chosen. The accuracy is
+    the fraction of the 2N anchors whose positive wins.
+
     Under tf.distribute each replica holds n of the global batch's N pairs. Its 2n anchors are
     scored against the 2N embeddings gathered from every replica (SimCLR's global batch; with
-    `local_negatives`, against its own 2n only), their per-anchor losses and hits summed and divided
-    by the global anchor count, so the replicas' shares add up to what one device computes on the
-    whole batch. With one replica (or outside a strategy) this is simply the value of the batch.
-    The gradient flows through the gathered rows back to the replica that holds them.
+    `local_negatives`, against its own 2n only), their per-anchor losses summed and divided by the
+    global pair count (hits by the anchor count), so the replicas' shares add up to what one device
+    computes on the whole batch. The gradient flows through the gathered rows back to the replica
+    that holds them.
     """
     if local_negatives or distribute.num_replicas() == 1:
         z_all, z_aug_all, offset = z, z_aug, 0
@@ -116,7 +124,7 @@ def global_nt_xent(z, z_aug, temperature, local_negatives=False):
     per_anchor = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     anchors = distribute.global_sum(tf.cast(tf.size(labels), tf.float32))
     hits = hits_from_logits(tf.stop_gradient(logits), labels)
-    return tf.reduce_sum(per_anchor) / anchors, tf.reduce_sum(hits) / anchors
+    return tf.reduce_sum(per_anchor) / (anchors / 2.0), tf.reduce_sum(hits) / anchors
 
 
 def global_cross_entropy(y, logits, labeled=None):

@@ -1,11 +1,15 @@
 """Aggregate run results into the paper's tables, next to the paper's numbers.
 
 Reads `<root>/<experiment>/<run_id>/result.json` for every run a cell needs (csr.experiments), takes
-each fold's `best` or `last` (fractions in result.json, percent here), and reports mean ± std over
-the folds that finished. Standard deviation is the population one (ddof=0, numpy's default), the
+each run's *best* (the highest test accuracy of every epoch, warm-up included, recomputed from the
+per-epoch accuracies so results written before that definition count the same way) or *last*
+(fractions in result.json, percent here), and reports mean ± std over the runs that finished (every
+fold, times every seed). Standard deviation is the population one (ddof=0, numpy's default), the
 estimator the paper most plausibly used; `ddof=1` gives the sample estimate (x1.118 for 5 folds).
 A cell with missing runs shows what it has ("3/5 folds") and the table lists the missing runs
 instead of failing, so partial results are readable while an experiment is still running.
+Where the paper compares methods, `paired_rows` gives the per-(fold, seed) differences'
+mean and 95 % t-interval (csr.stats).
 """
 
 from __future__ import annotations
@@ -14,19 +18,20 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from csr import experiments as E
 from csr import rundir
 from csr.runio import read_json
 from csr.spec import RunSpec
+from csr.stats import PairedDifference, mean_std, paired_difference
 
 HISTORY_COLUMNS = ("epoch", "phase", "accuracy", "test_accuracy")
-TABLE_FILES = {"table1": "table1.md", "table2": "table2.md", "ablation": "table3.md"}
+TABLE_FILES = {"table1": "table1.md", "table2": "table2.md", "ablation": "table3.md",
+               "sensitivity": "sensitivity.md"}
 TITLES = {
     "table1": "Table 1: semi-supervised training with mismatched labels on ESC10 (unlabeled ESC40)",
     "table2": "Table 2: cross-dataset semi-supervised training (metric: last)",
     "ablation": "Table 3: ablation study on ESC50 (metric: last)",
+    "sensitivity": "Sensitivity: temperature τ × λ_reg, proposed method on ESC10 (unlabeled ESC40)",
 }
 
 
@@ -57,23 +62,25 @@ def read_checked_result(root, spec: RunSpec) -> dict | None:
     return result if same else None
 
 
-def mean_std(values, ddof: int = 0) -> tuple[float, float]:
-    """Mean and standard deviation; std is NaN when ddof leaves no degree of freedom."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return math.nan, math.nan
-    std = float(np.std(arr, ddof=ddof)) if arr.size > ddof else math.nan
-    return float(np.mean(arr)), std
+def metric_value(result: dict, metric: str) -> float:
+    """A run's *best* or *last* as a fraction. *best* is the highest test accuracy over every epoch
+    (Table 1's caption: "the highest performance in the entire training epochs"), taken from the
+    per-epoch list where result.json has one: runs written when *best* covered the final phase only
+    are read with today's definition, without retraining."""
+    if metric == "best" and result.get("test_accuracy"):
+        return float(max(result["test_accuracy"]))
+    return float(result[metric])
 
 
 @dataclass
 class CellResult:
-    """A cell's runs, the folds that finished, and their values in percent."""
+    """A cell's runs, the (fold, seed) pairs that finished, and their values in percent."""
 
     cell: E.Cell
     expected: list[RunSpec]
     values: list[float] = field(default_factory=list)
     folds: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
     missing: list[RunSpec] = field(default_factory=list)
     data: list[dict] = field(default_factory=list)  # result.json "data" of the finished runs
     ddof: int = 0
@@ -81,6 +88,11 @@ class CellResult:
     @property
     def n(self) -> int:
         return len(self.values)
+
+    @property
+    def keyed(self) -> dict:
+        """{(fold, seed): value}: what a paired comparison matches on."""
+        return dict(zip(zip(self.folds, self.seeds), self.values))
 
     @property
     def mean(self) -> float:
@@ -112,8 +124,9 @@ def aggregate(cell: E.Cell, root, profile: E.Profile, ddof: int = 0) -> CellResu
         if result is None:
             out.missing.append(spec)
             continue
-        out.values.append(100.0 * float(result[cell.metric]))
+        out.values.append(100.0 * metric_value(result, cell.metric))
         out.folds.append(spec.fold)
+        out.seeds.append(spec.seed)
         out.data.append(dict(result.get("data") or {}))
     return out
 
@@ -132,12 +145,13 @@ def fmt(mean, std) -> str:
 
 
 def ours(r: CellResult) -> str:
-    """'61.2 ± 1.3', '58.0 ± 2.0 (3/5 folds)', or 'missing (0/5 folds)'."""
+    """'61.2 ± 1.3', '58.0 ± 2.0 (3/5 folds)', or 'missing (0/5 folds)' ('runs' with several seeds)."""
     total = len(r.expected)
+    unit = "folds" if len({s.seed for s in r.expected}) <= 1 else "runs"
     if r.n == 0:
-        return f"missing (0/{total} folds)"
+        return f"missing (0/{total} {unit})"
     text = fmt(r.mean, r.std)
-    return text if r.complete else f"{text} ({r.n}/{total} folds)"
+    return text if r.complete else f"{text} ({r.n}/{total} {unit})"
 
 
 def paper(r: CellResult) -> str:
@@ -204,9 +218,10 @@ def _data_notes(results: list[CellResult]) -> list[str]:
 
 def _header(table: str, profile: E.Profile, ddof: int) -> list[str]:
     estimator = "population std (ddof=0)" if ddof == 0 else f"sample std (ddof={ddof})"
+    over = "folds" if len(profile.seeds) == 1 else f"folds × seeds ({', '.join(map(str, profile.seeds))})"
     return [f"## {TITLES[table]}", "",
             profile.describe(), "",
-            f"Test accuracy (%) over folds: ours = mean ± {estimator} over the folds that finished, "
+            f"Test accuracy (%) over {over}: ours = mean ± {estimator} over the runs that finished, "
             "paper = the published value, Δ = ours − paper (percentage points).", ""]
 
 
@@ -230,8 +245,9 @@ def render_table1(results: list[CellResult], profile: E.Profile, root, ddof: int
                     + [paper(by_key[(row, None, c)]) for c in columns])
     lines = _header("table1", profile, ddof)
     lines += _md_table(["Method", "Metric", "", *(f"{c} labels" for c in columns)], rows)
-    lines += ["", "*best*: highest test accuracy over the final phase's epochs; *last*: mean of its "
-              "last 20 epochs. † evaluated on a different data distribution (quoted from [19]).", ""]
+    lines += ["", "*best*: highest test accuracy over every epoch of a run, warm-up included; *last*: mean "
+              "of the final phase's last 20 epochs. † evaluated on a different data distribution (quoted "
+              "from [19]).", ""]
     return "\n".join(lines + _footer(results, root))
 
 
@@ -257,14 +273,82 @@ def render_table3(results: list[CellResult], profile: E.Profile, root, ddof: int
     return "\n".join(lines + _footer(results, root))
 
 
-RENDERERS = {"table1": render_table1, "table2": render_table2, "ablation": render_table3}
+def render_sensitivity(results: list[CellResult], profile: E.Profile, root, ddof: int = 0) -> str:
+    """One τ × λ grid per label fraction and metric, then proposed − (λ = 0) with its paired interval."""
+    by_key = {(r.cell.fraction, r.cell.metric, r.cell.row, r.cell.column): r for r in results}
+    rows_, columns = (list(dict.fromkeys(getattr(r.cell, k) for r in results)) for k in ("row", "column"))
+    lines = _header("sensitivity", profile, ddof)
+    lines += ["The paper reports τ = 0.01, λ = 0.05 (Table 1's Proposed runs) and says training succeeded for "
+              "τ in [0.001, 0.1]; it shows no grid. λ = 0 runs the proposed method's schedule and batches "
+              "without the contrastive term (τ then has no effect: one run per fold fills that column).", ""]
+    for fraction in dict.fromkeys(r.cell.fraction for r in results):
+        for metric in ("best", "last"):
+            grid = [[row] + [ours(by_key[fraction, metric, row, c]) for c in columns] for row in rows_]
+            lines += [f"**{fraction * 100:g} % labels, *{metric}***", ""]
+            lines += _md_table(["", *columns], grid) + [""]
+    lines += ["Paired difference, proposed (τ = 0.01, λ = 0.05) − the same schedule without the contrastive "
+              "term (λ = 0), per (fold, seed), mean [95 % t-interval]:", ""]
+    lines += _md_table(["labels", "metric", "difference (points)"],
+                       [[r.column, f"*{r.metric}*", r.ours.text()]
+                        for r in paired_rows(root, profile, ("sensitivity",))])
+    lines.append("")
+    return "\n".join(lines + _footer(results, root))
+
+
+RENDERERS = {"table1": render_table1, "table2": render_table2, "ablation": render_table3,
+             "sensitivity": render_sensitivity}
 
 
 def render(table: str, root, profile: E.Profile, ddof: int = 0) -> str:
-    """The markdown of 'table1', 'table2' or 'ablation' from the results under root."""
+    """The markdown of 'table1', 'table2', 'ablation' or 'sensitivity' from the results under root."""
     if table not in RENDERERS:
         raise ValueError(f"unknown table {table!r}; choose one of {', '.join(RENDERERS)}")
     return RENDERERS[table](aggregate_table(table, root, profile, ddof), profile, root, ddof)
+
+
+# ------------------------------------------------------------------------------ paired comparisons
+@dataclass(frozen=True)
+class PairedRow:
+    """One paired comparison in one column: what the table shows it as, ours and the paper's."""
+
+    comparison: E.Comparison
+    column: str
+    metric: str
+    ours: PairedDifference
+    paper: float | None  # the paper's a - b, points
+
+    @property
+    def label(self) -> str:
+        return f"{self.comparison.a} − {self.comparison.b}"
+
+
+def paired_rows(root, profile: E.Profile, tables=E.TABLES) -> list[PairedRow]:
+    """Every comparison the paper draws in `tables`, per column and metric, from the finished runs."""
+    rows = []
+    for comparison in E.COMPARISONS:
+        if comparison.table not in tables:
+            continue
+        for a, b in E.comparison_pairs(comparison):
+            ours = paired_difference(aggregate(a, root, profile).keyed, aggregate(b, root, profile).keyed)
+            paper = (a.paper_mean - b.paper_mean) if None not in (a.paper_mean, b.paper_mean) else None
+            column = f"{a.fraction * 100:g} %" if comparison.table in ("table1", "sensitivity") else a.column
+            rows.append(PairedRow(comparison, column, a.metric, ours, paper))
+    return rows
+
+
+def render_paired(root, profile: E.Profile, tables=E.TABLES) -> str:
+    """REPORT.md's section: each comparison's per-run difference, its interval, the paper's difference."""
+    rows = paired_rows(root, profile, tables)
+    lines = ["## Paired comparisons", "",
+             "Where the paper compares methods: the difference a − b of each (fold, seed) pair both ran "
+             "(same held-out fold, same seed), its mean and its 95 % Student t confidence interval over the "
+             "pairs (mean ± t(0.975, n−1) · s / √n, s the sample std of the differences), beside the "
+             "difference of the paper's means. An interval that excludes 0 says the gain is larger than "
+             "the run-to-run noise of these runs.", ""]
+    table = [[r.comparison.table, r.label, r.column, f"*{r.metric}*", r.ours.text(),
+              "-" if r.paper is None else f"{r.paper:+.1f}"] for r in rows]
+    lines += _md_table(["table", "a − b", "column", "metric", "ours: mean [95 % CI] (pairs)", "paper"], table)
+    return "\n".join(lines + [""])
 
 
 # ------------------------------------------------------------------------------------- histories

@@ -31,7 +31,7 @@ def define_flags() -> None:
     """Flags are defined only when run as a script, so tests can import this module."""
     flags.DEFINE_string("results", "results", "The --out_dir the runs were written to.")
     flags.DEFINE_enum("profile", "paper", list(E.PROFILES), "Which profile's runs to aggregate.")
-    flags.DEFINE_list("tables", list(CHOICES), f"Any of {', '.join(CHOICES)}.")
+    flags.DEFINE_list("tables", None, f"Any of {', '.join(CHOICES)} (default: all; sensitivity when its runs exist).")
     flags.DEFINE_string("out", None, "Output folder (default: the profile's results folder).")
     flags.DEFINE_integer("ddof", 0, "Std estimator: 0 population (numpy default), 1 sample.")
 
@@ -79,15 +79,19 @@ def write_outputs(root: Path, out: Path, profile: E.Profile, which, ddof: int = 
     for name in which:
         if name == E.FIGURE:
             written.append(figures.figure3(root, profile, out / "figure3.png"))
-        else:
-            path = out / tables.TABLE_FILES[name]
-            atomic_write_text(path, tables.render(name, root, profile, ddof) + "\n")
-            written.append(path)
+            continue
+        path = out / tables.TABLE_FILES[name]
+        atomic_write_text(path, tables.render(name, root, profile, ddof) + "\n")
+        written.append(path)
+        if name == "sensitivity":
+            written.append(figures.sensitivity_heatmap(root, profile, out / "sensitivity.png"))
     return written
 
 
-def render_report(out: Path, profile: E.Profile, env: dict, seeds, reproduction_md: str | None) -> str:
-    """REPORT.md: every table and figure present in out, the environment and the deviations."""
+def render_report(out: Path, profile: E.Profile, env: dict, seeds, reproduction_md: str | None,
+                  paired: str | None = None) -> str:
+    """REPORT.md: every table and figure present in out, the paired comparisons, the environment
+    and the deviations."""
     lines = ["# csr: reproduction report", "",
              "Lee & Lee, *Cross-domain semi-supervised audio event classification using contrastive "
              "regularization*, ICASSP 2022, reproduced in TensorFlow/Keras.", "",
@@ -96,8 +100,12 @@ def render_report(out: Path, profile: E.Profile, env: dict, seeds, reproduction_
         path = out / tables.TABLE_FILES[name]
         if path.exists():
             lines += [path.read_text().rstrip(), ""]
+    if (out / "sensitivity.png").exists():
+        lines += ["![Sensitivity](sensitivity.png)", ""]
     if (out / "figure3.png").exists():
         lines += ["## Figure 3: learning curves", "", "![Figure 3](figure3.png)", ""]
+    if paired:
+        lines += [paired.rstrip(), ""]
     lines += ["## Environment", ""]
     lines += [f"- {k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in env.items()]
     lines += [f"- run seeds: {', '.join(map(str, seeds)) if seeds else 'no runs found'} "
@@ -115,18 +123,20 @@ def render_report(out: Path, profile: E.Profile, env: dict, seeds, reproduction_
 
 def main(argv):
     del argv
-    unknown = [t for t in FLAGS.tables if t not in CHOICES]
+    unknown = [t for t in FLAGS.tables or [] if t not in CHOICES]
     if unknown:
         raise UsageError(f"--tables: unknown {unknown}; choose from {', '.join(CHOICES)}")
     root = E.result_root(FLAGS.results, E.get_profile(FLAGS.profile))
     profile = E.load_profile(root, FLAGS.profile)
     out = Path(FLAGS.out) if FLAGS.out else root
     out.mkdir(parents=True, exist_ok=True)
-    for path in write_outputs(root, out, profile, FLAGS.tables, FLAGS.ddof):
+    which = FLAGS.tables or [t for t in CHOICES if t != "sensitivity" or (root / "sensitivity").is_dir()]
+    for path in write_outputs(root, out, profile, which, FLAGS.ddof):
         print(path)
     docs = REPO / "docs" / "reproduction.md"
+    present = [t for t in E.TABLES if (out / tables.TABLE_FILES[t]).exists()]
     report = render_report(out, profile, environment(), run_seeds(root),
-                           docs.read_text() if docs.exists() else None)
+                           docs.read_text() if docs.exists() else None, tables.render_paired(root, profile, present))
     atomic_write_text(out / "REPORT.md", report + "\n")
     print(out / "REPORT.md")
 

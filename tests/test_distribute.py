@@ -90,7 +90,8 @@ def grad_mismatch(a, b):
 
 
 def reference_nt_xent(z, z_aug, temperature):
-    """NT-Xent in float64 numpy: 2N anchors, positive = the pair, the anchor itself excluded."""
+    """NTXentLoss in float64 numpy: 2N anchors, positive = the pair, the anchor itself excluded; the
+    sum of the two directions' means (originals as anchors, augmentations as anchors)."""
     emb = np.concatenate([z, z_aug]).astype(np.float64)
     n = len(z)
     logits = emb @ emb.T / temperature
@@ -98,7 +99,8 @@ def reference_nt_xent(z, z_aug, temperature):
     positives = np.concatenate([np.arange(n) + n, np.arange(n)])
     top = logits.max(axis=1, keepdims=True)
     log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-    return float(np.mean(log_norm - logits[np.arange(2 * n), positives]))
+    per_anchor = log_norm - logits[np.arange(2 * n), positives]
+    return float(per_anchor[:n].mean() + per_anchor[n:].mean())
 
 
 # ----------------------------------------------------------------------------- the subprocess

@@ -130,7 +130,7 @@ def test_table3_ablation_columns_and_shared_runs():
 
 
 def test_cell_counts():
-    assert len(E.CELLS) == 30 + 10 + 6 + 4
+    assert len(E.CELLS) == 30 + 10 + 6 + 4 + 2 * 2 * 3 * 4  # sensitivity: fractions x metrics x tau x lambda
     assert len({E.cell_key(c) for c in E.CELLS}) == len(E.CELLS)
 
 
@@ -384,3 +384,30 @@ def test_progress_counts_runs_and_estimates_the_time_left():
     progress.finished(job, 3)
     assert "FAILED (exit 3; see x.log)" in lines[-2]
     assert lines[-1] == "[2/4 runs done, 1 failed, 3 h 00 min elapsed, about 3 h 00 min left]"
+
+
+def test_sensitivity_grid_shares_the_paper_setting_and_the_lambda_zero_control():
+    paper, table1 = E.runs_for("sensitivity", "paper"), E.runs_for("table1", "paper")
+    assert len(paper) == 2 * 10 * 5  # fractions x (3 tau x 3 nonzero lambda + one lambda = 0) x folds
+    shared = set(paper) & set(table1)
+    assert len(shared) == 2 * 5 and {(s.temperature, s.reg_weight) for s in shared} == {(0.01, 0.05)}
+    controls = [s for s in paper if s.reg_weight == 0]
+    assert len(controls) == 2 * 5 and {s.temperature for s in controls} == {0.01}  # one run for every tau
+    new = [s for s in paper if s not in shared]
+    assert {s.experiment for s in new} == {"sensitivity"} and len({rundir.path("r", s) for s in new}) == 90
+    ids = {s.run_id() for s in paper if s.fold == 1 and s.fraction == 0.1}
+    assert "esc10-esc40-proposed-frac0.1-fold1-seed0-tau0.001-lambda0.2" in ids
+    assert "esc10-esc40-proposed-frac0.1-fold1-seed0-lambda0" in ids
+    ((a, b), *_) = E.comparison_pairs(E.COMPARISONS[-1])
+    assert (a.settings, b.settings) == ((), (("reg_weight", 0.0),)) and a.fraction == b.fraction
+
+
+def test_seeds_multiply_every_cell_by_its_seeds():
+    profile = E.get_profile("quick", seeds=[0, 1, 2])
+    cell = next(c for c in E.cells("table1") if not c.quoted)
+    runs = E.runs_for_cell(cell, profile)
+    assert sorted((s.fold, s.seed) for s in runs) == [(f, s) for f in (1, 2) for s in (0, 1, 2)]
+    assert len({s.run_id() for s in runs}) == 6
+    assert "seeds 0, 1, 2" in profile.describe()
+    with pytest.raises(ValueError, match="do not override `seed`"):
+        E.get_profile("quick").with_overrides(seed=3)

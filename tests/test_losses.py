@@ -16,7 +16,8 @@ def _normalise(a):
 
 
 def reference_nt_xent(z, z_aug, temperature):
-    """Eq. 1 anchor by anchor, in float64: positive = the pair, negatives = the other 2N-2."""
+    """Eq. 1 anchor by anchor, in float64: positive = the pair, negatives = the other 2N-2; the loss
+    is the mean over the originals as anchors plus the mean over the augmentations as anchors."""
     emb = np.concatenate([z, z_aug]).astype(np.float64)
     n = len(z)
     losses = []
@@ -26,7 +27,7 @@ def reference_nt_xent(z, z_aug, temperature):
         top = max(sims.values())
         log_denominator = top + np.log(sum(np.exp(s - top) for s in sims.values()))
         losses.append(log_denominator - sims[pos])
-    return float(np.mean(losses))
+    return float(np.mean(losses[:n]) + np.mean(losses[n:]))
 
 
 def reference_accuracy(z, z_aug):
@@ -62,11 +63,12 @@ def test_matches_reference_on_near_identical_pairs():
 
 
 def test_orthogonal_set_has_closed_form():
-    # 2N mutually orthogonal vectors: every logit is 0, so the loss is log(2N - 1) exactly.
+    # 2N mutually orthogonal vectors: every logit is 0, so each direction's mean is log(2N - 1) and
+    # NTXentLoss, the sum of the two directions, is 2 log(2N - 1).
     n = 4
     basis = np.eye(2 * n, dtype=np.float32)
     z, z_aug = basis[:n], basis[n:]
-    assert float(nt_xent(z, z_aug, 0.01)) == pytest.approx(np.log(2 * n - 1), rel=1e-6)
+    assert float(nt_xent(z, z_aug, 0.01)) == pytest.approx(2 * np.log(2 * n - 1), rel=1e-6)
     assert float(nt_xent(z, z_aug, 0.01)) == pytest.approx(reference_nt_xent(z, z_aug, 0.01), rel=1e-6)
     # The positive (0) ties with the negatives (0): a tie is not a hit.
     assert float(contrastive_accuracy(z, z_aug)) == 0.0
@@ -86,7 +88,7 @@ def test_all_rows_identical_is_finite_at_temperature_001():
     z = np.tile(_normalise(np.ones((1, 8))), (6, 1)).astype(np.float32)
     loss = float(nt_xent(z, z, 0.01))
     assert np.isfinite(loss)
-    assert loss == pytest.approx(np.log(2 * 6 - 1), rel=1e-5)
+    assert loss == pytest.approx(2 * np.log(2 * 6 - 1), rel=1e-5)
     grads = _grad_of_loss(z, z, 0.01)
     assert all(np.isfinite(g).all() for g in grads)
     assert float(contrastive_accuracy(z, z)) == 0.0
@@ -167,3 +169,18 @@ def test_rejects_mismatched_views_and_bad_temperature():
         nt_xent(np.zeros((4, 8), np.float32), np.zeros((3, 8), np.float32))
     with pytest.raises(ValueError, match="temperature must be positive"):
         nt_xent(np.zeros((4, 8), np.float32), np.zeros((4, 8), np.float32), temperature=0.0)
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.1, 1.0])
+def test_ntxentloss_is_the_two_directions_means_summed_twice_the_anchor_mean(temperature):
+    """The scale of neural-audio-fp's NTxentLoss.compute_loss (loss_a + loss_b, each a mean over the
+    N anchors of one direction) and SimCLR's add_contrastive_loss: 2x the mean over the 2N anchors."""
+    rng = np.random.default_rng(7)
+    z = _normalise(rng.normal(size=(12, 16))).astype(np.float32)
+    z_aug = _normalise(z + 0.5 * rng.normal(size=z.shape)).astype(np.float32)
+    logits, labels = pair_logits(z, z_aug, temperature)
+    per_anchor = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits).numpy()
+    loss_a, loss_b = per_anchor[:12].mean(), per_anchor[12:].mean()
+    got = float(nt_xent(z, z_aug, temperature))
+    assert got == pytest.approx(loss_a + loss_b, rel=1e-6)
+    assert got == pytest.approx(2 * per_anchor.mean(), rel=1e-6)

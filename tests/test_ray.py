@@ -2,16 +2,18 @@
 
 The test starts a Ray head node and one worker node (`ray start --block`, CPU only, one CPU each,
 each in its own temp dir and process session, on 127.0.0.1), runs Table 3's four runs of the quick
-profile on the project's synthetic data with both executors (epochs and clips shortened through
-RunSpec flags so that the whole file takes a few minutes on 2 cores), kills the worker process of
-one run with SIGKILL once its first epoch's checkpoint is written, and checks that Ray starts that
-run again, that it resumes from the checkpoint, and that every run ends with the same result.json,
-and the table with the same text, as with the local executor. Skipped when Ray is not installed
+profile on the project's synthetic data with the local executor (epochs and clips shortened through
+RunSpec flags so that the whole file takes a few minutes on 2 cores), then with Ray, two of them
+already finished (copied: Ray must skip them) and two run as Ray tasks. It kills the worker process
+of one of those with SIGKILL once its first epoch's checkpoint is written, and checks that Ray
+starts that run again, that it resumes from the checkpoint, and that every run ends with the same
+result.json, and the table with the same text, as with the local executor. Skipped when Ray is not installed
 (`pip install -e ".[cluster]"`).
 """
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +35,7 @@ RUN_FLAGS = ["--table=ablation", "--profile=quick", "--max_folds=1", "--warmup_e
              "--supervised_epochs=2", "--sample_rate=8000", "--clip_samples=8000", "--n_fft=256",
              "--hop_length=128", "--n_mels=32", "--f_max=4000"]
 KILLED_RUN = "table2/esc50-us8k-proposed"  # a proposed run: warm-up epoch, then the joint epoch
+FINISHED_RUNS = ("ablation/esc50-us8k-no_mixing", "ablation/esc50-none-no_unlabeled")
 
 
 def _free_port() -> int:
@@ -149,9 +152,16 @@ def test_ray_executor_matches_the_local_one_and_resumes_a_killed_run(tmp_path, c
     local = _run_experiment(tmp_path / "local", synthetic, cache, "--jobs=2")
     local_out, _ = local.communicate(timeout=400)
     assert local.returncode == 0, local_out
+    expected = _results(tmp_path / "local" / "quick")
+    assert len(expected) == 4
+
+    # Two of the four runs are finished already (copied from the local results): Ray skips them.
+    ray_root = tmp_path / "ray" / "quick"
+    for run in FINISHED_RUNS:
+        (found,) = [p for p in (tmp_path / "local" / "quick").glob(run + "*") if p.is_dir()]
+        shutil.copytree(found, ray_root / found.relative_to(tmp_path / "local" / "quick"))
 
     killed, stop = [], threading.Event()
-    ray_root = tmp_path / "ray" / "quick"
     killer = threading.Thread(target=_kill_after_first_checkpoint, args=(ray_root, killed, stop), daemon=True)
     killer.start()
     ray_run = _run_experiment(tmp_path / "ray", synthetic, cache, "--executor=ray", f"--ray_address={cluster}",
@@ -163,8 +173,9 @@ def test_ray_executor_matches_the_local_one_and_resumes_a_killed_run(tmp_path, c
         if ray_run.poll() is None:
             ray_run.kill()
     assert ray_run.returncode == 0, ray_out
-    assert "Ray cluster: 2 node(s), 2 CPUs, 0 GPUs; each run takes 0 GPU and 1 CPU; 4 run(s) submitted" in ray_out
-    assert "[4/4 runs done, 0 failed" in ray_out and "FAILED" not in ray_out
+    assert "4 runs, 2 finished, 2 to run" in ray_out
+    assert "Ray cluster: 2 node(s), 2 CPUs, 0 GPUs; each run takes 0 GPU and 1 CPU; 2 run(s) submitted" in ray_out
+    assert "[2/2 runs done, 0 failed" in ray_out and "FAILED" not in ray_out
 
     # The run whose worker was killed was started again and resumed after its first epoch.
     assert killed, f"the worker of {KILLED_RUN} was never seen running:\n{ray_out}"
@@ -173,8 +184,6 @@ def test_ray_executor_matches_the_local_one_and_resumes_a_killed_run(tmp_path, c
     assert len(attempts) == 2, log.read_text()[-3000:]
     assert "Epoch 1/" not in attempts[1] and "Epoch 2/2" in attempts[1]
 
-    # Same runs, same results, same table as the local executor.
-    expected = _results(tmp_path / "local" / "quick")
-    assert len(expected) == 4
+    # Same results, same table as the local executor.
     assert _results(ray_root) == expected
     assert (ray_root / "table3.md").read_text() == (tmp_path / "local" / "quick" / "table3.md").read_text()

@@ -51,24 +51,26 @@ def test_best_and_last20_mean_std_match_hand_computation(tmp_path):
     c_best = cell("table1", method="proposed", metric="best", fraction=0.5)
     c_last = cell("table1", method="proposed", metric="last", fraction=0.5)
     fold1, fold2 = E.runs_for_cell(c_best, PAPER)[:2]
-    # Fold 1: 2 warm-up epochs (0.99 must be ignored), then 25 joint epochs.
-    acc1 = [0.99, 0.99] + [0.5] * 5 + [0.8] * 19 + [0.9]
+    # Fold 1: 2 warm-up epochs (their 0.99 is the run's best), then 25 joint epochs.
+    acc1 = [0.99, 0.5] + [0.5] * 5 + [0.8] * 19 + [0.9]
     # Fold 2: 30 joint epochs rising linearly; last 20 are 0.11..0.30.
-    acc2 = [0.99, 0.99] + [round(0.01 * (i + 1), 2) for i in range(30)]
+    acc2 = [0.1, 0.1] + [round(0.01 * (i + 1), 2) for i in range(30)]
     fake_run(tmp_path, fold1, acc1, warmup=2)
     fake_run(tmp_path, fold2, acc2, warmup=2)
     best = tables.aggregate(c_best, tmp_path, PAPER)
     last = tables.aggregate(c_last, tmp_path, PAPER)
-    # Hand values: best = max over the final phase; last = mean of the final 20 epochs.
-    best1, best2 = 90.0, 30.0
+    # Hand values: best = max over every epoch (warm-up included), even though these result.json files
+    # were written the old way (best over the final phase only); last = mean of the final 20 epochs.
+    assert json.loads((rundir.path(tmp_path, fold1) / "result.json").read_text())["best"] == 0.9
+    best1, best2 = 99.0, 30.0
     last1, last2 = (19 * 80.0 + 90.0) / 20, sum(range(11, 31)) / 20  # 80.5 and 20.5
     assert best.values == pytest.approx([best1, best2]) and best.folds == [1, 2]
     assert last.values == pytest.approx([last1, last2])
-    assert best.mean == pytest.approx(60.0) and best.std == pytest.approx(30.0)  # population std
+    assert best.mean == pytest.approx(64.5) and best.std == pytest.approx(34.5)  # population std
     assert last.mean == pytest.approx(50.5) and last.std == pytest.approx(30.0)
     sample = tables.aggregate(c_last, tmp_path, PAPER, ddof=1)
     assert sample.std == pytest.approx(math.sqrt(2) * 30.0)
-    assert best.difference == pytest.approx(60.0 - 90.0)  # paper: 90.0 ± 1.4
+    assert best.difference == pytest.approx(64.5 - 90.0)  # paper: 90.0 ± 1.4
     assert len(best.missing) == 3 and not best.complete
     assert [s.fold for s in best.missing] == [3, 4, 5]
 
@@ -263,3 +265,46 @@ def test_make_tables_writes_files_and_report(tmp_path, make_tables):
                    "NOT comparable"):
         assert needle in report, needle
     assert "docs/reproduction.md was not found" in make_tables.render_report(root, QUICK, {}, [], None)
+
+
+def test_two_seeds_give_mean_std_over_folds_x_seeds_and_paired_intervals(tmp_path):
+    """A quick-profile table with two seeds on fake runs: every cell over 2 folds x 2 seeds, and
+    REPORT.md's paired difference proposed - supervised checked against scipy's t-interval."""
+    from scipy import stats
+
+    profile = E.get_profile("quick", seeds=[0, 1])
+    rng = np.random.default_rng(0)
+    values = {}
+    for c in E.cells("table1"):
+        if c.quoted or c.fraction != 0.1 or c.metric != "last":
+            continue
+        for spec in E.runs_for_cell(c, profile):
+            acc = float(rng.uniform(0.3, 0.6)) + (0.2 if c.method == "proposed" else 0.0)
+            values[c.method, spec.fold, spec.seed] = 100 * acc
+            fake_run(tmp_path, spec, [acc] * 6)
+    text = tables.render("table1", tmp_path, profile)
+    assert "over folds × seeds (0, 1)" in text
+    proposed = tables.aggregate(cell("table1", method="proposed", metric="last", fraction=0.1), tmp_path, profile)
+    assert proposed.n == 4 and sorted(proposed.keyed) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert proposed.mean == pytest.approx(np.mean([v for (m, *_), v in values.items() if m == "proposed"]))
+    report = tables.render_paired(tmp_path, profile, ["table1"])
+    diffs = [values["proposed", f, s] - values["supervised", f, s] for f in (1, 2) for s in (0, 1)]
+    low, high = stats.t.interval(0.95, 3, loc=np.mean(diffs), scale=stats.sem(diffs))
+    row = next(ln for ln in report.splitlines() if "Proposed − Supervised |" in ln and "| 10 % | *last*" in ln)
+    assert f"{np.mean(diffs):+.1f} [{low:+.1f}, {high:+.1f}] (n = 4)" in row
+    assert row.rstrip(" |").endswith(f"{61.8 - 53.0:+.1f}")  # the paper's difference of means
+
+
+def test_sensitivity_table_and_heatmap(tmp_path):
+    from csr import figures
+
+    profile = E.get_profile("quick", max_folds=1)
+    for spec in E.runs_for("sensitivity", profile):
+        bonus = 0.0 if spec.reg_weight == 0 else 0.1 * spec.reg_weight / 0.2
+        fake_run(tmp_path, spec, [0.5 + bonus] * 6, warmup=2)
+    text = tables.render("sensitivity", tmp_path, profile)
+    assert text.count("| τ = 0.001 |") == 4  # one grid per fraction and metric
+    assert "| τ = 0.01 | 50.0 ± n/a | 50.5 ± n/a | 52.5 ± n/a | 60.0 ± n/a |" in text
+    assert "| 10 % | *last* | +2.5 [n/a] (n = 1) |" in text  # proposed - (lambda = 0), one fold
+    png = figures.sensitivity_heatmap(tmp_path, profile, tmp_path / "sensitivity.png")
+    assert png.stat().st_size > 20_000

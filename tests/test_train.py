@@ -49,6 +49,13 @@ def test_summarize_best_and_last_k():
         summarize([])
 
 
+def test_best_is_taken_over_every_epoch_warm_up_included():
+    """Table 1's caption: *best* is "the highest performance in the entire training epochs"."""
+    warmup, joint = [0.2, 0.9], [0.5, 0.6, 0.7]
+    summary = summarize(warmup + joint, last_k=2, final_phase=joint)
+    assert summary == {"best": 0.9, "last": pytest.approx(0.65), "epochs": 3}
+
+
 def test_phases_follow_the_paper():
     proposed = RunSpec(method="proposed").phases()
     assert [(p.name, p.mode, p.epochs, p.learning_rate) for p in proposed] == [
@@ -66,6 +73,7 @@ def test_run_writes_outputs_and_resumes_to_the_same_result(tmp_path, data):
     cfg = _config()
     whole = run(cfg, data, tmp_path / "whole", verbose=0)
     assert whole["epochs"] == 2 and whole["phase"] == ["warmup", "joint", "joint"]
+    assert whole["best"] == max(whole["test_accuracy"]) == whole["test_accuracy"][whole["best_epoch"]]
     assert whole["last"] == pytest.approx(np.mean(whole["test_accuracy"][-2:]))
     history = pd.read_csv(tmp_path / "whole" / "history.csv")
     assert list(history["epoch"]) == [0, 1, 2]
@@ -129,3 +137,13 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, dat
     kept = _weights_of(tmp_path / "checkpoints" / "epoch-0")
     assert kept.keys() == good.keys() and all(np.array_equal(kept[k], good[k]) for k in good)
     assert len(pd.read_csv(tmp_path / "history.csv")) == 1
+
+
+def test_each_epoch_prints_where_the_run_is_and_how_it_scores(tmp_path, data, capsys):
+    run(_config(), data, tmp_path, verbose=2)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if " · epoch " in ln]
+    assert [ln.split(" · ")[:2] for ln in lines] == [["warm-up 1/1", "epoch 1/3"], ["joint 1/2", "epoch 2/3"],
+                                                     ["joint 2/2", "epoch 3/3"]]
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert f"test acc {100 * history['test_accuracy'].iloc[-1]:.1f}%" in lines[-1]
+    assert "reg " in lines[-1] and "contrastive " in lines[-1] and "reg " not in lines[0]

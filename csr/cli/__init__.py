@@ -6,7 +6,8 @@ turns it into those arguments and prints the outcome. Each command keeps its fla
 `run()`, the console-script entry point that `pip install -e .` installs (setup.cfg).
 
 A user's mistake (a bad flag value, a missing file, a run folder that cannot be used) is one line
-`<command>: error: ...` on stderr and exit status 2; tracebacks are for bugs.
+`<command>: error: ...` on stderr and exit status 2; tracebacks are for bugs. TensorFlow's harmless
+start-up lines are hidden unless CSR_VERBOSE=1 (csr.cli.quiet).
 """
 
 from __future__ import annotations
@@ -16,15 +17,8 @@ import sys
 
 from absl import flags
 
+from csr.cli.quiet import filter_native_stderr, quiet_tensorflow
 from csr.errors import UserError
-
-
-def quiet_tensorflow() -> None:
-    """Hide TensorFlow's start-up lines unless the user asked for them with CSR_VERBOSE=1: the
-    CUDA/cuDNN factory registration "errors" and CPU feature notes are printed on every start, mean
-    nothing, and look like failures. Call before TensorFlow loads."""
-    if os.environ.get("CSR_VERBOSE", "") in ("", "0"):
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 
 class UsageError(UserError):
@@ -38,6 +32,8 @@ def run_command(prog: str, flag_values: flags.FlagValues, main, argv=None) -> in
     `--help` prints the flags' help.
     """
     quiet_tensorflow()
+    if argv is None:  # a real command line, not a test calling run([...])
+        filter_native_stderr()
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         print(f"usage: {prog} [flags] {getattr(main, 'positional', '')}".rstrip())
@@ -63,6 +59,7 @@ def run_script(main) -> None:
     from absl import app
 
     quiet_tensorflow()
+    filter_native_stderr()
     prog = os.path.basename(sys.argv[0])
 
     def parse(argv):

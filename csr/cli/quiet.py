@@ -23,7 +23,7 @@ import sys
 
 # Lines the filter drops: absl's INFO/WARNING format (`I0000 00:00:1796130856.589521   10231 service.cc:145] ...`)
 # and absl's notice that it was never initialised.
-NOISE = r"^([IW]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog)"
+NOISE = r"^([IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog)"
 
 _FILTER = f"""
 import re, sys

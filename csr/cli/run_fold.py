@@ -30,7 +30,8 @@ flags.DEFINE_string("spec", None, "A RunSpec JSON file (what run_experiment.py w
                     "the run's settings come from it instead of the flags named after RunSpec fields.")
 flags.DEFINE_string("out_dir", "results", "Where run folders are written.")
 flags.DEFINE_bool("overwrite", False, "Delete an existing run folder and run again.")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_integer("verbose", 2, "0 silent; 1 Keras' progress bar and one line per epoch; 2 one line per "
+                     "epoch (phase, position, training loss and accuracy, test accuracy and loss).")
 
 
 def spec_from_command_line() -> RunSpec:
