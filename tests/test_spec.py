@@ -102,7 +102,8 @@ def test_temperature_reg_weight_and_projection_dim_change_the_step(tiny_batch):
     assert hotter["reg_loss"] != pytest.approx(base["reg_loss"], rel=1e-3)
     assert base["loss"] == pytest.approx(base["clf_loss"] + 0.05 * base["reg_loss"], rel=1e-5)
     assert heavier["loss"] == pytest.approx(heavier["clf_loss"] + 0.5 * heavier["reg_loss"], rel=1e-5)
-    assert model.project(tf.zeros((1, 4000))).shape[-1] == 64 and wide_model.project(tf.zeros((1, 4000))).shape[-1] == 32
+    assert model.project(tf.zeros((1, 4000))).shape[-1] == 64
+    assert wide_model.project(tf.zeros((1, 4000))).shape[-1] == 32
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -29,7 +29,8 @@ def test_a_hand_computed_case():
     b = {(1, 0): 10.0, (2, 0): 10.0, (3, 0): 10.0}
     got = paired_difference(a, b)
     half = 4.302653 / math.sqrt(3)
-    assert got.mean == 2.0 and got.low == pytest.approx(2 - half, abs=1e-5) and got.high == pytest.approx(2 + half, abs=1e-5)
+    assert got.mean == 2.0
+    assert (got.low, got.high) == (pytest.approx(2 - half, abs=1e-5), pytest.approx(2 + half, abs=1e-5))
     assert got.text() == "+2.0 [-0.5, +4.5] (n = 3)"
 
 
