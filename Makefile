@@ -25,7 +25,7 @@ VERBOSE    ?=
 export CSR_VERBOSE = $(VERBOSE)
 
 .PHONY: venv test test-all lint demo data synthetic table1 table2 ablation figure3 sensitivity tables bench \
-        bench-frontend bench-step
+        bench-frontend bench-step bench-export export
 
 venv: $(STAMP)
 
@@ -33,7 +33,7 @@ $(STAMP): setup.cfg setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or run: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,cluster]"  # cluster: Ray, whose test runs a local cluster
 	touch $(STAMP)
 
 ## test: the README's test command (fast, no network)
@@ -77,7 +77,7 @@ tables: $(STAMP)
 	$(PY) reproduce/make_tables.py --results=$(OUT) --profile=$(PROFILE)
 
 ## bench: every benchmark, ratios measured side by side in one run
-bench: bench-frontend bench-step
+bench: bench-frontend bench-step bench-export
 
 bench-frontend: $(STAMP)
 	$(PY) reproduce/bench_frontend.py
@@ -85,3 +85,13 @@ bench-frontend: $(STAMP)
 ## bench-step: train step vs bare backbone (ratio, peak memory), FLOPs per step, projected GPU-hours
 bench-step: $(STAMP)
 	$(PY) reproduce/bench_step.py $(BENCH_FLAGS)
+
+## bench-export: model sizes and CPU latency of the SavedModel, TFLite float and TFLite quantised
+bench-export: $(STAMP)
+	$(PY) reproduce/bench_export.py $(BENCH_FLAGS)
+
+## export: a run as a deployable model (make export RUN=results/<exp>/<run-id> EXPORT=exports/<name>)
+RUN    ?=
+EXPORT ?=
+export: $(STAMP)
+	$(VENV)/bin/csr-export --run=$(RUN) --out=$(EXPORT) --quantize=dynamic

@@ -504,7 +504,7 @@ class CSRModel(keras.Model):
         if isinstance(data, (tuple, list)) and data and isinstance(data[0], dict):
             data = data[0]  # train_on_batch(dict) arrives as (dict, None, None)
         if isinstance(data, dict) and set(DEVICE_MIX_KEYS) <= set(data) and not set(VIEW_KEYS) & set(data):
-            data = self._mix_on_device(data)
+            data = self.mix_on_device(data)
         needed = tuple(needed) + VIEW_KEYS
         if not isinstance(data, dict) or not set(needed) <= set(data):
             hint = (" (single_pass needs the per-row labels s1_y, s2_y that "
@@ -515,7 +515,7 @@ class CSRModel(keras.Model):
             )
         return data
 
-    def _mix_on_device(self, data):
+    def mix_on_device(self, data):
         """Batch-split mixing inside the step (mix_on="device"): the views csr.pipeline would have
         made on the host from the same seed. Under a strategy each replica mixes the rows it holds,
         with its own seed (partners come from the replica's rows; NT-Xent negatives stay global)."""
@@ -552,18 +552,23 @@ def _flat_labels(y):
     return tf.reshape(tf.cast(y, tf.int32), [-1])
 
 
-def batchnorm_layers(model) -> list:
-    """Every BatchNormalization layer of a model, nested models included, each once."""
+def layers_of(model, kind) -> list:
+    """Every layer of class `kind` in a model, nested models included, each once, in order."""
     found, stack, seen = [], [model], set()
     while stack:
         layer = stack.pop()
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, kind):
             found.append(layer)
         stack.extend(reversed(getattr(layer, "layers", [])))
     return found
+
+
+def batchnorm_layers(model) -> list:
+    """Every BatchNormalization layer of a model (set_bn_momentum, sync BN, replica averaging)."""
+    return layers_of(model, keras.layers.BatchNormalization)
 
 
 def build_model(num_classes, backbone="resnet50v2", weights="imagenet", sample_rate=config.SAMPLE_RATE,

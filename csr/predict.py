@@ -76,9 +76,16 @@ def load_run(run_dir):
     note (a message for the user, or None).
     """
     from csr.checkpoint import Checkpoints
+    from csr.export import ExportError, is_export_dir, load_export
     from csr.model import build_model
 
     run_dir = Path(run_dir)
+    if is_export_dir(run_dir):  # a csr-export folder: the exported model, without csr.model
+        try:
+            exported = load_export(run_dir)
+        except ExportError as err:
+            raise PredictError(str(err)) from err
+        return exported, exported.class_names, exported.info
     if not run_dir.is_dir():
         raise PredictError(f"{run_dir}: run directory not found")
     if not (run_dir / rundir.CONFIG).is_file():
@@ -149,6 +156,10 @@ def _forward(model):
     """One traced function for every batch: (embeddings, logits) with BatchNorm in inference mode."""
     import tensorflow as tf
 
+    from csr.export import ExportedModel
+
+    if isinstance(model, ExportedModel):
+        return model.forward
     samples = int(model.build_kwargs["clip_samples"])
 
     @tf.function(input_signature=[tf.TensorSpec([None, samples], tf.float32)])
@@ -191,8 +202,8 @@ def predict_files(model, paths, top_k: int = 3, class_names=None, *, windows: bo
         feats, logits = [], []
         for start in range(0, len(waves), int(batch_size)):
             features, batch_logits = forward(waves[start:start + int(batch_size)])
-            feats.append(features.numpy())
-            logits.append(batch_logits.numpy())
+            feats.append(np.asarray(features))
+            logits.append(np.asarray(batch_logits))
         feats, probs = np.concatenate(feats), _softmax(np.concatenate(logits).astype(np.float64))
         start = 0
         for result, w in pending:

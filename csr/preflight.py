@@ -45,7 +45,8 @@ MIX_KEYS = ("loss", "clf_loss", "reg_loss")
 
 @dataclass(frozen=True)
 class Check:
-    """One check's outcome: `detail` says what was found, `fix` what to do (FAIL) or why (SKIP)."""
+    """One check's outcome: `detail` says what was found (or, SKIP, why nothing was), `fix` on a
+    failure what to do."""
 
     name: str
     status: str
@@ -123,7 +124,7 @@ def weights_check(backbone: str, weights, image_shape) -> Check:
             fix = (f"--weights must be a file saved from the {backbone} backbone (its save_weights), or Keras' "
                    f"{IMAGENET_FILE} for resnet50v2; a file saved from another backbone needs --backbone set to "
                    "that one; or use --weights=imagenet / --weights=none")
-        return Check(name, FAIL, str(err), fix)
+        return Check(name, FAIL, str(err).splitlines()[0], fix)  # Keras' own detail follows on many lines
     what = f"ImageNet weights ({IMAGENET_FILE}, Keras' cache)" if weights == "imagenet" else f"weights file {weights}"
     return Check(name, PASS, f"{what} loaded into {backbone} at input {tuple(image_shape)}")
 
@@ -248,10 +249,10 @@ def measure_steps(spec: RunSpec, steps: int = 3, classes: int = 10, clips=None) 
 
     from csr import pipeline, train
 
-    strategy = train._strategy(spec)
-    train._seed(spec)
+    strategy = train.strategy_for(spec)
+    train.seed_run(spec)
     with strategy.scope():
-        model = train._build(spec, classes)
+        model = train.build_model_for(spec, classes)
     n = steps + 1
     if clips is None:
         clips = (random_clips(spec, n * spec.labeled_batch, 1), random_clips(spec, n * spec.unlabeled_batch, 2),
@@ -263,7 +264,7 @@ def measure_steps(spec: RunSpec, steps: int = 3, classes: int = 10, clips=None) 
     out = []
     for kind in ("supervised", "proposed"):
         with strategy.scope():
-            train._compile(model, Phase(kind, kind, 1, 1e-5), spec.jit_compile)
+            train.compile_for(model, Phase(kind, kind, 1, 1e-5), spec.jit_compile)
         if kind == "supervised":
             data = pipeline.supervised_dataset(x, y, epoch=0, seed=spec.seed, batch_size=spec.labeled_batch)
             per_step = spec.labeled_batch
@@ -362,8 +363,8 @@ def mix_on_outcomes(spec: RunSpec, classes: int = 10) -> dict:
     from csr import pipeline, train
 
     spec = spec.replace(strategy="default")
-    train._seed(spec)
-    model = train._build(spec, classes)
+    train.seed_run(spec)
+    model = train.build_model_for(spec, classes)
     initial = model.get_weights()
     x = random_clips(spec, spec.labeled_batch, 1)
     y = np.arange(len(x), dtype=np.int32) % classes
@@ -374,11 +375,11 @@ def mix_on_outcomes(spec: RunSpec, classes: int = 10) -> dict:
             x, y, u, epoch=0, seed=spec.seed, config=spec.augment_config(), labeled_batch=spec.labeled_batch,
             unlabeled_batch=spec.unlabeled_batch, mix_on=where)))
         if where == "device":
-            views = tf.function(model._mix_on_device)(batch)  # what the step computes from the raw clips
+            views = tf.function(model.mix_on_device)(batch)  # what the step computes from the raw clips
         else:
             views = batch
         model.set_weights(initial)
-        train._compile(model, Phase("joint", "proposed", 1, spec.joint_lr), spec.jit_compile)
+        train.compile_for(model, Phase("joint", "proposed", 1, spec.joint_lr), spec.jit_compile)
         logs = model.train_on_batch(batch, return_dict=True)
         out[where] = {"views": {k: np.asarray(views[k]) for k in ("s1", "s1_aug", "s2", "s2_aug")},
                       "losses": {k: float(logs[k]) for k in MIX_KEYS}}
@@ -408,8 +409,8 @@ def mix_on_differences(host: dict, device: dict, view_tolerance: float = 1e-4,
 def mix_on_check(spec: RunSpec, on_gpu: bool) -> Check:
     name = "mix_on device = host"
     if not on_gpu:
-        return Check(name, SKIP, "", "no GPU: --mix_on=auto mixes on the host here, so there is nothing to "
-                     "compare (tests/test_distribute.py compares both on the CPU)")
+        return Check(name, SKIP, "no GPU: --mix_on=auto mixes on the host here, so there is nothing to compare "
+                     "(tests/test_distribute.py compares both on the CPU)")
     outcomes = mix_on_outcomes(spec)
     tolerance = 2e-2 if spec.mixed_precision else 1e-3
     differences = mix_on_differences(outcomes["host"], outcomes["device"], loss_tolerance=tolerance)

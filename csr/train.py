@@ -34,7 +34,7 @@ from csr import rundir
 from csr.checkpoint import Checkpoints, Saved
 from csr.errors import UserError
 from csr.runio import atomic_path, atomic_write_json, atomic_write_text
-from csr.spec import Phase, RunSpec
+from csr.spec import Phase, RunSpec, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,14 @@ def run(spec: RunSpec, data: RunData, run_dir, *, verbose: int = 2, stop_after_e
     """
     from csr.distribute import worker_subdir
 
-    strategy = _strategy(spec)
+    strategy = strategy_for(spec)
     # Every worker of a multi-worker run trains the same model; only the chief writes run_dir, the
     # others keep their own copy (and checkpoint) in a subfolder so that no two write one file.
     run_dir = Path(run_dir) / worker_subdir(strategy)
     config = rundir.RunConfig(spec, data.classes(), data.info)
-    _seed(spec)
+    seed_run(spec)
     with strategy.scope():  # variables (model, optimizer, metrics) mirrored on every replica
-        model = _build(spec, config.num_classes)
+        model = build_model_for(spec, config.num_classes)
     _claim(run_dir, config, data.class_names)  # only once the run can start: nothing blocks a fixed command
     trainer = _Trainer(spec, data, model, strategy, run_dir, verbose)
     first_epoch = 0
@@ -103,12 +103,13 @@ def run(spec: RunSpec, data: RunData, run_dir, *, verbose: int = 2, stop_after_e
     return trainer.finish(config)
 
 
-def _strategy(spec: RunSpec):
+def strategy_for(spec: RunSpec):
+    """The run's tf.distribute strategy (csr.distribute), checked against its other options."""
     from csr.distribute import make_strategy
 
     strategy = make_strategy(spec.strategy)
     if spec.jit_compile and strategy.num_replicas_in_sync > 1:
-        raise ValueError(
+        raise SpecError(
             f"jit_compile with strategy {spec.strategy!r} ({strategy.num_replicas_in_sync} replicas) is not "
             "supported: XLA-compiled steps run on one device here (Keras itself switches XLA off under "
             "tf.distribute); use --strategy=default or drop --jit_compile")
@@ -131,7 +132,7 @@ def _claim(run_dir: Path, config: rundir.RunConfig, class_names) -> None:
     rundir.write_config(run_dir, config)
 
 
-def _seed(spec: RunSpec) -> None:
+def seed_run(spec: RunSpec) -> None:
     """The same seed gives the same run: seeded initialisation and deterministic kernels."""
     import keras
     import tensorflow as tf
@@ -161,7 +162,9 @@ def _dtype_policy(mixed_precision: bool):
         keras.config.set_dtype_policy(previous)
 
 
-def _build(spec: RunSpec, num_classes: int):
+def build_model_for(spec: RunSpec, num_classes: int):
+    """The run's network with its step options (and synchronised BatchNorm when asked), built in the
+    dtype policy the run computes in. Call inside the strategy's scope."""
     from csr.model import build_model, set_sync_batchnorm
 
     with _dtype_policy(spec.mixed_precision):
@@ -172,7 +175,7 @@ def _build(spec: RunSpec, num_classes: int):
     return model
 
 
-def _compile(model, phase: Phase, jit_compile: bool):
+def compile_for(model, phase: Phase, jit_compile: bool):
     """Compile for a phase; returns the optimizer whose state is checkpointed (the loss-scale
     wrapper under mixed precision, so its scale resumes too)."""
     import keras
@@ -210,7 +213,7 @@ class _Trainer:
         if self.done >= end:
             return True
         with self.strategy.scope():
-            optimizer = _compile(self.model, phase, self.spec.jit_compile)
+            optimizer = compile_for(self.model, phase, self.spec.jit_compile)
         if self.done > first_epoch:
             self.checkpoints.restore(self.resume_from, self.model, optimizer)  # resume inside this phase
         elif self.done > 0:

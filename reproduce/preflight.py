@@ -51,7 +51,7 @@ def report(check: P.Check) -> P.Check:
     for line in lines[1:]:
         print(f"      {line}")
     if check.fix:
-        print(f"      {'what to do' if check.failed else 'why'}: {check.fix}")
+        print(f"      what to do: {check.fix}")
     sys.stdout.flush()
     return check
 
@@ -132,7 +132,7 @@ def main(argv):
                 + (", runs sharing a device counted at one run's speed" if len(slots) > devices else ""))
         checks.append(report(P.projection_check(FLAGS.tables, profile, measured, scale, devices, note)))
     else:
-        checks.append(report(P.Check("projected hours", P.SKIP, "", "no step times: the training steps failed")))
+        checks.append(report(P.Check("projected hours", P.SKIP, "no step times: the training steps failed")))
     failed = sum(c.failed for c in checks)
     counts = ", ".join(f"{sum(c.status == s for c in checks)} {s}" for s in (P.PASS, P.FAIL, P.SKIP))
     print(f"preflight: {counts} in {time.monotonic() - start:.0f} s")

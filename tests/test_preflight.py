@@ -201,7 +201,7 @@ def test_mix_on_outcomes_agree_and_differences_name_what_differs():
     assert len(found) == 2 and found[0].startswith("view s2_aug") and found[1].startswith("reg_loss")
 
     check = P.mix_on_check(spec, on_gpu=False)
-    assert check.status == P.SKIP and "no GPU" in check.fix
+    assert check.status == P.SKIP and "no GPU" in check.detail
 
 
 def test_projection_check_scales_the_measured_times():

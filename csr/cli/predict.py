@@ -16,7 +16,8 @@ from csr.cli import UsageError, run_command
 
 PROG = "csr-predict"
 FLAGS = flags.FlagValues()
-flags.DEFINE_string("run", None, "A run directory (results/<experiment>/<run-id>/).", flag_values=FLAGS)
+flags.DEFINE_string("run", None, "A run directory (results/<experiment>/<run-id>/) or a csr-export folder.",
+                    flag_values=FLAGS)
 flags.DEFINE_integer("top_k", 3, "Classes to print per file.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_bool("windows", False, "Average the softmax over consecutive non-overlapping clip-length (5 s) "
                   "windows covering the whole file (a remainder under half a clip is dropped); default: "
@@ -51,7 +52,8 @@ def main(files) -> int:
             print(f"{PROG}: error: {result.error}", file=sys.stderr)
     sys.stdout.flush()
     if FLAGS.embed:
-        side = write_embeddings(FLAGS.embed, results, model.backbone.output_shape[-1])
+        side = write_embeddings(FLAGS.embed, results,
+                                getattr(model, "embedding_dim", None) or model.backbone.output_shape[-1])
         print(f"{PROG}: wrote {FLAGS.embed} and {side}", file=sys.stderr)
     failed = sum(not r.ok for r in results)
     if failed:
