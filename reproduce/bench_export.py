@@ -22,13 +22,14 @@ from __future__ import annotations
 import csv
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from csr.cli import run_script
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("backbone", "small", ["small", "resnet50v2"], "Backbone (random weights).")
@@ -79,7 +80,6 @@ def main(argv):
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from csr import audio_graph, export
     from csr import config as C
     from csr.features import LogMelSpectrogram
@@ -178,4 +178,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from csr import config as C
+from csr.cli import run_script
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("rounds", 3, "Alternating rounds of the TF and librosa transforms (medians compared).")
@@ -178,4 +179,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

@@ -35,6 +35,7 @@ import numpy as np
 from absl import app, flags
 
 from csr import config as C
+from csr.cli import run_script
 from csr.runio import atomic_write_json
 
 FLAGS = flags.FLAGS
@@ -369,4 +370,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

@@ -282,9 +282,11 @@ def test_bad_arguments(clips, tmp_path):
         load(clips.iloc[:0], tmp_path)
 
 
-def test_progress_bar(clips, tmp_path, capsys):
+def test_progress_is_one_final_line_when_stderr_is_not_a_terminal(clips, tmp_path, capsys):
     load_waveforms(clips.iloc[:2], tmp_path / "cache", sr=SR, seconds=SECONDS, progress=True)
-    assert "2/2" in capsys.readouterr().err
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("decoding into waveforms-") and ": 2 clips in " in lines[0]
+    assert "\r" not in lines[0]
 
 
 @pytest.mark.slow

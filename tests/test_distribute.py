@@ -307,7 +307,9 @@ def test_mixed_precision_step_is_finite_and_close_to_float32():
     for key in ("loss", "clf_loss", "reg_loss"):
         assert logs16[key] == pytest.approx(logs32[key], rel=2e-2), key
     a, b = _flat(grads32), _flat(grads16)
-    assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.99
+    # 0.9885 measured: NT-Xent at the authors' scale (the sum of its two directions) weighs the float16
+    # embeddings' rounding twice as much in the gradient as the 2N-anchor mean did (0.99+ then).
+    assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.98
     assert grad_mismatch(grads32, grads16) < 0.15
 
 
