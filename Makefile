@@ -16,6 +16,10 @@ RUNS_PER_GPU ?=
 EXECUTOR   ?= local
 RAY_ADDRESS ?=
 PREFLIGHT_FLAGS ?=
+# TEST_WORKERS=N: pytest-xdist processes for make test / test-all (2: the tests' TensorFlow work keeps
+# two cores busy; each worker holds its own TensorFlow, ~1.5 GB). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST     = $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 RUN_FLAGS  = --profile=$(PROFILE) --jobs=$(JOBS) --seeds=$(SEEDS) --data_root=$(DATA) --out_dir=$(OUT) \
              $(if $(ESC50_ROOT),--esc50_root=$(ESC50_ROOT)) $(if $(US8K_ROOT),--us8k_root=$(US8K_ROOT))
 RUN_FLAGS += --executor=$(EXECUTOR) $(if $(RUNS_PER_GPU),--runs_per_gpu=$(RUNS_PER_GPU)) \
@@ -38,7 +42,7 @@ $(STAMP): setup.cfg setup.py
 
 ## test: the README's test command (fast, no network)
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 ## lint: ruff (pyflakes, pycodestyle, import order, bugbear; ruff.toml) on the whole tree
 lint: $(STAMP)
@@ -46,7 +50,7 @@ lint: $(STAMP)
 
 ## test-all: also the slow tests (every real ESC-10 clip, longer training)
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 ## demo: the whole method on the project's own synthetic data, CPU, a few minutes
 demo: $(STAMP)
