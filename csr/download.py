@@ -67,6 +67,7 @@ class DatasetSpec:
     audio_path: Callable[[dict], str]  # a metadata row -> audio file relative to the dataset root
     md5: Optional[str] = None  # published checksum, when one exists
     size: Optional[int] = None  # published size in bytes, when known
+    approx_size: Optional[int] = None  # for messages when no exact size is published
 
 
 def _esc50_audio(row: dict) -> str:
@@ -90,6 +91,7 @@ DATASETS = {
         csv="meta/esc50.csv",
         rows=2000,
         audio_path=_esc50_audio,
+        approx_size=600_000_000,  # GitHub publishes no size for a branch archive; its weight when checked
     ),
     "us8k": DatasetSpec(
         name="us8k",

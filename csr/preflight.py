@@ -38,8 +38,6 @@ PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 # The ResNet50V2 input a CPU measures steps at (mel bins x frames): 1/8 of the paper's 128 x 480,
 # so that a few ResNet50V2 steps take seconds on 2 cores; the times are scaled back by the area.
 CPU_INPUT = (64, 120)
-# GitHub publishes no size for its ESC-50 branch archive; this is what it weighed when checked.
-ESC50_ARCHIVE_BYTES = 600e6
 MIX_KEYS = ("loss", "clf_loss", "reg_loss")
 
 
@@ -169,7 +167,7 @@ def dataset_checks(specs, places, download: bool = True) -> list[Check]:
                                 f"point {flag} at a folder in {name}'s layout ({spec.csv} and audio/)"))
         else:
             archive = Path(places.data_root) / spec.archive
-            size = spec.size or (ESC50_ARCHIVE_BYTES if name == "esc50" else None)
+            size = spec.size or spec.approx_size
             if archive.is_file():
                 checks.append(Check(label, PASS, f"{folder} missing; {archive} ({_size(archive.stat().st_size)}) "
                                     "will be verified and unpacked on first use (or now: make data)"))
