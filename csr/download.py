@@ -352,6 +352,19 @@ def _unpack(spec: DatasetSpec, archive: Path, root: Path, sha256: str) -> Path:
     return target
 
 
+def local_state(spec: DatasetSpec, target) -> tuple[str, Optional[str]]:
+    """What is at a data set's folder, as ensure_dataset decides: ("marked", None) unpacked and verified
+    here; ("unmarked", None) complete, put there by hand; ("incomplete", problem) present but not the
+    whole data set; ("absent", None) nothing yet (the archive will be fetched)."""
+    target = Path(target)
+    if (target / MARKER).is_file():
+        return "marked", None
+    if not target.exists():
+        return "absent", None
+    problem = check_content(spec, target)
+    return ("incomplete", problem) if problem else ("unmarked", None)
+
+
 def ensure_dataset(name: str, root, *, opener=None, progress: bool = True) -> Path:
     """Root of dataset ``name`` ("esc50" or "us8k") under ``root``, fetched and unpacked if needed.
 
@@ -364,14 +377,13 @@ def ensure_dataset(name: str, root, *, opener=None, progress: bool = True) -> Pa
     spec = DATASETS[name]
     root = Path(root).expanduser().resolve()
     target = root / spec.folder
-    if (target / MARKER).is_file():
-        return target
-    if target.exists():
-        problem = check_content(spec, target)
-        if problem:
-            raise DownloadError(f"{target} exists but is not a complete {spec.name} dataset "
-                                f"({problem}); remove it and rerun")
+    state, problem = local_state(spec, target)
+    if state == "incomplete":
+        raise DownloadError(f"{target} exists but is not a complete {spec.name} dataset "
+                            f"({problem}); remove it and rerun")
+    if state == "unmarked":
         _write_marker(target, spec, None, "")
+    if state != "absent":
         return target
     root.mkdir(parents=True, exist_ok=True)
     archive = download(spec.url, root / spec.archive, size=spec.size, opener=opener,

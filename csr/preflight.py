@@ -133,7 +133,7 @@ def dataset_checks(specs, places, download: bool = True) -> list[Check]:
     """One check per data set the runs need: present and complete (its clip count and size), or
     to be fetched into --data_root (its archive's size), or missing."""
     from csr import datasets
-    from csr.download import DATASETS, MARKER, check_content
+    from csr.download import DATASETS, local_state
     from csr.sources import needed_datasets
 
     roots = places.roots()
@@ -146,13 +146,11 @@ def dataset_checks(specs, places, download: bool = True) -> list[Check]:
         spec, folder = DATASETS[name], Path(folders[name])
         label = f"data {name}"
         flag = f"--{name}_root"
-        if (folder / spec.csv).is_file():
-            if not given[name] and not (folder / MARKER).is_file():
-                problem = check_content(spec, folder)  # what the download step will refuse
-                if problem:
-                    checks.append(Check(label, FAIL, f"{folder} is not a complete {name}: {problem}",
-                                        f"remove {folder} and run `make data`, or point {flag} at a complete copy"))
-                    continue
+        state, problem = ("given", None) if given[name] else local_state(spec, folder)
+        if state == "incomplete":  # what the download step will refuse
+            checks.append(Check(label, FAIL, f"{folder} is not a complete {name}: {problem}",
+                                f"remove {folder} and run `make data`, or point {flag} at a complete copy"))
+        elif state in ("marked", "unmarked") or (state == "given" and (folder / spec.csv).is_file()):
             try:
                 table = loaders[name](folder)
             except datasets.DatasetError as err:
@@ -160,7 +158,7 @@ def dataset_checks(specs, places, download: bool = True) -> list[Check]:
                 continue
             nbytes = sum(os.path.getsize(p) for p in table["path"])
             how = (f"given by {flag}" if given[name] else
-                   "verified when unpacked" if (folder / MARKER).is_file() else "complete")
+                   "verified when unpacked" if state == "marked" else "complete")
             checks.append(Check(label, PASS, f"{folder} ({how}): {len(table)} clips, {_size(nbytes)}"))
         elif given[name]:
             checks.append(Check(label, FAIL, f"{flag}={given[name]} holds no {spec.csv}",

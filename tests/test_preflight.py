@@ -141,6 +141,12 @@ def test_dataset_checks(tmp_path):
     archived = {c.name: c for c in P.dataset_checks(table2, places, download=False)}["data us8k"]
     assert archived.status == P.PASS and "will be verified and unpacked" in archived.detail
 
+    # An empty dataset folder is what the download step refuses ("exists but is not complete"), not
+    # something it will fetch.
+    (tmp_path / "data" / "UrbanSound8K").mkdir()
+    check = {c.name: c for c in P.dataset_checks(table2, places)}["data us8k"]
+    assert check.failed and "is not a complete us8k" in check.detail and "remove" in check.fix
+
     partial = tmp_path / "data" / "UrbanSound8K" / "metadata"
     partial.mkdir(parents=True)
     (partial / "UrbanSound8K.csv").write_text("slice_file_name,fold,classID,class\na.wav,1,0,air\n")
