@@ -51,3 +51,5 @@ UNLABELED = ("esc40", "esc50", "us8k", "none")  # or a folder of audio
 EXPERIMENTS = ("table1", "table2", "ablation", "sensitivity", "custom", "demo")
 STRATEGIES = ("default", "mirrored", "multiworker")  # csr.distribute
 MIX_ON = ("auto", "host", "device")  # where batch-split mixing runs (csr.pipeline)
+EXPORT_FORMATS = ("saved_model", "tflite")  # what csr.export writes
+EXPORT_QUANTIZE = ("none", "dynamic")  # TFLite quantisation (csr.export)

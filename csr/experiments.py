@@ -35,6 +35,9 @@ from csr.runio import atomic_write_json, read_json
 from csr.spec import RunSpec, fields_of
 
 TABLES = ("table1", "table2", "ablation", "sensitivity")
+# The RunSpec fields a profile's runs may be changed in from the command line (run_experiment.py,
+# preflight.py): how the network, schedule, regularisation and execution are set, not which runs.
+PROFILE_OVERRIDES = fields_of("network", "schedule", "regularization", "execution")
 FIGURE = "figure3"
 FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 FOLDS = {"esc10": (1, 2, 3, 4, 5), "esc50": (1, 2, 3, 4, 5), "us8k": tuple(range(1, 11))}

@@ -42,6 +42,8 @@ import numpy as np
 import tensorflow as tf
 
 from csr.audio_graph import decode_audio, to_clips
+from csr.config import EXPORT_FORMATS as FORMATS
+from csr.config import EXPORT_QUANTIZE as QUANTIZE
 from csr.errors import UserError
 from csr.runio import atomic_write, atomic_write_json, read_json
 
@@ -55,8 +57,6 @@ SAVED_MODEL = "saved_model"
 SAVED_MODEL_AUDIO = "saved_model_audio"
 TFLITE = "model.tflite"
 TFLITE_DYNAMIC = "model_dynamic.tflite"
-FORMATS = ("saved_model", "tflite")
-QUANTIZE = ("none", "dynamic")
 BACKENDS = ("auto", "saved_model", "tflite", "tflite_dynamic")
 
 
@@ -127,9 +127,7 @@ class ServingModule(tf.Module):
         self._class_names = lambda: names  # a plain function: not tracked, not saved
 
     def _forward(self, waves):
-        model = self._model()
-        embedding = tf.cast(model.embed(waves, training=False), tf.float32)
-        return embedding, tf.cast(model.classifier(embedding, training=False), tf.float32)
+        return self._model().embed_and_classify(waves)
 
     @staticmethod
     def _outputs(probabilities, embedding, names):
@@ -159,7 +157,7 @@ class ServingModule(tf.Module):
 
     def _unavailable(self, audio, signature: str):
         """The TensorFlow-only SavedModel's stand-in for an audio signature: a clear error."""
-        count, dim = tf.shape(audio)[0], int(self._model().backbone.output_shape[-1])
+        count, dim = tf.shape(audio)[0], self._model().embedding_dim
         check = tf.debugging.Assert(count < 0, [f"{signature}: this SavedModel ({SAVED_MODEL}/) decodes no audio; "
                                                 f"load {SAVED_MODEL_AUDIO}/ after `import tensorflow_io` and "
                                                 f"`{TFIO_OPS.split('; ')[1]}`"])
@@ -204,8 +202,7 @@ def tflite_model(model, quantize: str = "none") -> bytes:
 
     @tf.function(input_signature=[spec], autograph=False)
     def forward(waveform):
-        embedding = tf.cast(model.embed(waveform, training=False), tf.float32)
-        logits = tf.cast(model.classifier(embedding, training=False), tf.float32)
+        embedding, logits = model.embed_and_classify(waveform)
         return {"embedding": embedding, "logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     with whole_batch_front_end(model, runtime_filterbank=quantize == "dynamic"):
@@ -272,7 +269,7 @@ def build_metadata(model, class_names, formats, quantize, source=None, run_confi
         "versions": _versions(),
         "class_names": list(class_names), "num_classes": len(class_names),
         "sample_rate": sample_rate, "clip_samples": clip, "clip_seconds": clip / sample_rate,
-        "embedding_dim": int(model.backbone.output_shape[-1]), "backbone": kwargs.get("backbone"),
+        "embedding_dim": model.embedding_dim, "backbone": kwargs.get("backbone"),
         "build_kwargs": kwargs,
         "input": ("float32 waveforms (batch, clip_samples): mono (mean of the channels) at sample_rate, "
                   "divided by their RMS over the whole file, zero-padded or cropped at the end "
@@ -292,7 +289,8 @@ def build_metadata(model, class_names, formats, quantize, source=None, run_confi
     }
 
 
-def _dir_bytes(path: Path) -> int:
+def dir_bytes(path: Path) -> int:
+    """Bytes a file or folder holds on disk, each hard-linked file once."""
     if path.is_file():
         return path.stat().st_size
     seen, total = set(), 0
@@ -330,6 +328,20 @@ def _check_out_dir(out_dir, overwrite: bool) -> Path:
     return out
 
 
+def check_options(formats, quantize) -> tuple[str, ...]:
+    """The formats to write, in order without repeats, once they and `quantize` are known to fit."""
+    formats = tuple(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ExportError(f"--format: unknown format {', '.join(map(repr, bad)) or 'none given'}; choose from "
+                          f"{', '.join(FORMATS)}")
+    if quantize not in QUANTIZE:
+        raise ExportError(f"--quantize: unknown quantisation {quantize!r}; choose one of {', '.join(QUANTIZE)}")
+    if quantize != "none" and "tflite" not in formats:
+        raise ExportError(f"--quantize={quantize} applies to the TFLite model; add --format=tflite")
+    return formats
+
+
 def export_model(model, class_names, out_dir, *, formats=FORMATS, quantize="none", overwrite=False,
                  source=None, run_config=None, run_result=None) -> ExportResult:
     """Write the export of a built CSRModel (weights loaded) to out_dir, atomically.
@@ -337,14 +349,7 @@ def export_model(model, class_names, out_dir, *, formats=FORMATS, quantize="none
     The export is assembled in a hidden sibling folder and renamed into place, so out_dir is either
     the old export or the complete new one. An existing out_dir is replaced only with overwrite.
     """
-    formats = tuple(dict.fromkeys(formats))
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ExportError(f"unknown export format {bad or formats!r}; choose from {', '.join(FORMATS)}")
-    if quantize not in QUANTIZE:
-        raise ExportError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZE)}")
-    if quantize != "none" and "tflite" not in formats:
-        raise ExportError(f"quantize={quantize} applies to the TFLite model; add the tflite format")
+    formats = check_options(formats, quantize)
     names = [str(n) for n in class_names]
     if len(names) != int(model.build_kwargs["num_classes"]):
         raise ExportError(f"{len(names)} class names for a model with {model.build_kwargs['num_classes']} classes")
@@ -380,7 +385,7 @@ def export_model(model, class_names, out_dir, *, formats=FORMATS, quantize="none
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    files = {name: _dir_bytes(out / name) for name in [METADATA, *meta["files"].values()]}
+    files = {name: dir_bytes(out / name) for name in [METADATA, *meta["files"].values()]}
     return ExportResult(out, files, meta, linked)
 
 
@@ -402,7 +407,8 @@ def export_run(run_dir, out_dir, *, formats=FORMATS, quantize="none", overwrite=
     from csr.predict import PredictError, load_run
 
     run_dir = Path(run_dir)
-    _check_out_dir(out_dir, overwrite)  # before the minutes a large model takes to load
+    check_options(formats, quantize)  # these two before the minutes a large model takes to load
+    _check_out_dir(out_dir, overwrite)
     try:
         model, names, info = load_run(run_dir)
     except PredictError as err:
@@ -436,7 +442,7 @@ class ExportedModel:
     csr.predict.load_run's) let csr.predict use it in place of a run's model.
     """
 
-    def __init__(self, path, backend: str = "auto"):
+    def __init__(self, path, backend: str = "auto", num_threads: int | None = None):
         self.path = Path(path)
         if not self.path.is_dir():
             raise ExportError(f"{self.path}: export folder not found")
@@ -467,7 +473,8 @@ class ExportedModel:
             self._saved = tf.saved_model.load(str(self.path / SAVED_MODEL))
             self._signature = self._saved.signatures["serving_default"]
         else:
-            self._interpreter = tf.lite.Interpreter(model_path=str(self.path / files[backend]))
+            self._interpreter = tf.lite.Interpreter(model_path=str(self.path / files[backend]),
+                                                    num_threads=num_threads)
             self._runner = self._interpreter.get_signature_runner("serving_default")
         source = meta.get("source") or {}
         self.info = {"run_dir": str(self.path), "export_dir": str(self.path),
@@ -517,7 +524,7 @@ class ExportedModel:
         return {k: v.numpy() for k, v in out.items()}
 
 
-def load_export(path, backend: str = "auto") -> ExportedModel:
+def load_export(path, backend: str = "auto", num_threads: int | None = None) -> ExportedModel:
     """Load an export folder (see ExportedModel); backend: auto (the SavedModel when present),
-    saved_model, tflite or tflite_dynamic."""
-    return ExportedModel(path, backend)
+    saved_model, tflite or tflite_dynamic; num_threads: the TFLite interpreter's (default: its own)."""
+    return ExportedModel(path, backend, num_threads)

@@ -325,6 +325,16 @@ class CSRModel(keras.Model):
         image = self.frontend(waves, training=training)
         return tf.cast(self.backbone(image, training=training), tf.float32)
 
+    def embed_and_classify(self, waves, training=False):
+        """(f(x), g_c . f(x)): backbone features and class logits, both float32 (predict, export)."""
+        embedding = self.embed(waves, training=training)
+        return embedding, tf.cast(self.classifier(embedding, training=training), tf.float32)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of f(x): 2,048 for ResNet50V2, 128 for the small backbone."""
+        return int(self.backbone.output_shape[-1])
+
     def project(self, waves, training=False):
         """g_p . f(x): L2-normalised contrastive embeddings, float32."""
         return self.projector(self.embed(waves, training=training), training=training)

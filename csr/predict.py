@@ -164,8 +164,7 @@ def _forward(model):
 
     @tf.function(input_signature=[tf.TensorSpec([None, samples], tf.float32)])
     def forward(waves):
-        features = model.embed(waves, training=False)
-        return features, tf.cast(model.classifier(features, training=False), tf.float32)
+        return model.embed_and_classify(waves)
 
     return forward
 

@@ -271,7 +271,7 @@ class _Trainer:
             **summarize(accuracy, self.spec.last_k, final_acc),
             "best_epoch": int(np.argmax(accuracy)),
             "summary_phase": final,
-            "test_accuracy": [float(r["test_accuracy"]) for r in self.rows],
+            "test_accuracy": accuracy,
             "train_accuracy": [float(r["accuracy"]) for r in self.rows],
             "phase": [r["phase"] for r in self.rows],
             "data": config.data,

@@ -19,8 +19,6 @@ dynamic-range quantised) and measures, side by side in one run:
 
 from __future__ import annotations
 
-import csv
-import os
 import statistics
 import tempfile
 import time
@@ -42,25 +40,12 @@ flags.DEFINE_integer("esc10_clips", 400, "Real clips for the agreement measureme
 flags.DEFINE_string("out", None, "Keep the export in this folder (default: a temporary one).")
 
 
-def _bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    seen, total = set(), 0
-    for f in path.rglob("*"):
-        st = f.stat()
-        if f.is_file() and (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-    return total
-
-
 def _esc10_paths(root: Path, count: int) -> list[str]:
-    meta = root / "meta" / "esc50.csv"
-    if count <= 0 or not meta.is_file():
+    from csr import datasets
+
+    if count <= 0 or not (root / "meta" / "esc50.csv").is_file():
         return []
-    with open(meta) as fh:
-        names = [r["filename"] for r in csv.DictReader(fh) if r["esc10"] == "True"]
-    return [str(root / "audio" / n) for n in names[:count]]
+    return [str(p) for p in datasets.esc50(root, "esc10")["path"][:count]]
 
 
 def _ogg_clip(folder: Path, sample_rate=44100, seconds=5.0) -> bytes:
@@ -70,12 +55,11 @@ def _ogg_clip(folder: Path, sample_rate=44100, seconds=5.0) -> bytes:
     t = np.arange(int(sample_rate * seconds)) / sample_rate
     x = 0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t) + 0.05 * rng.standard_normal(len(t))
     sf.write(folder / "clip.ogg", x.astype(np.float32), sample_rate, format="OGG", subtype="VORBIS")
-    return (folder / "clip.ogg").read_bytes()
+    return (folder / "clip.ogg").readexport.dir_bytes()
 
 
 def main(argv):
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -98,24 +82,21 @@ def main(argv):
         print(f"export: {time.perf_counter() - start:.1f} s")
 
         print("\nsize on disk (bytes)")
-        sizes = {"SavedModel (saved_model/)": _bytes(out / export.SAVED_MODEL),
-                 "  its variables": _bytes(out / export.SAVED_MODEL / "variables"),
-                 "SavedModel + audio (both folders)": _bytes(out),
-                 "TFLite float (model.tflite)": _bytes(out / export.TFLITE),
-                 "TFLite dynamic (model_dynamic.tflite)": _bytes(out / export.TFLITE_DYNAMIC)}
+        sizes = {"SavedModel (saved_model/)": export.dir_bytes(out / export.SAVED_MODEL),
+                 "  its variables": export.dir_bytes(out / export.SAVED_MODEL / "variables"),
+                 "SavedModel + audio (both folders)": export.dir_bytes(out),
+                 "TFLite float (model.tflite)": export.dir_bytes(out / export.TFLITE),
+                 "TFLite dynamic (model_dynamic.tflite)": export.dir_bytes(out / export.TFLITE_DYNAMIC)}
         others = (export.TFLITE, export.TFLITE_DYNAMIC, export.METADATA)
-        sizes["SavedModel + audio (both folders)"] -= sum(_bytes(out / f) for f in others)
+        sizes["SavedModel + audio (both folders)"] -= sum(export.dir_bytes(out / f) for f in others)
         for name, size in sizes.items():
             print(f"  {name:<40} {size:>13,d}")
         if result.linked:
             print("  (saved_model_audio/variables are hard links to saved_model/variables)")
 
         saved = export.load_export(out, "saved_model")
-        flt = export.load_export(out, "tflite")
-        dyn = export.load_export(out, "tflite_dynamic")
-        for e in (flt, dyn):  # the interpreter's thread count is fixed when it is made
-            e._interpreter = tf.lite.Interpreter(model_path=e.info["weights"], num_threads=FLAGS.threads)
-            e._runner = e._interpreter.get_signature_runner("serving_default")
+        flt = export.load_export(out, "tflite", num_threads=FLAGS.threads)
+        dyn = export.load_export(out, "tflite_dynamic", num_threads=FLAGS.threads)
         keras_forward = _forward(model)
         ogg = _ogg_clip(Path(tmp))
         wave = np.random.default_rng(1).standard_normal((1, clip)).astype(np.float32)
@@ -155,12 +136,12 @@ def main(argv):
         for i in range(0, len(paths), 16):
             chunk = paths[i:i + 16]
             waves = np.concatenate([load_windows(p, C.SAMPLE_RATE, clip) for p in chunk])
-            graph = np.concatenate([to_clip(Path(p).read_bytes()).numpy() for p in chunk])
+            graph = np.concatenate([to_clip(Path(p).readexport.dir_bytes()).numpy() for p in chunk])
             d = graph - waves
             wave_rel += list(np.sqrt(np.mean(d ** 2, 1)) / np.maximum(np.sqrt(np.mean(waves ** 2, 1)), 1e-12))
             mel_db += list(np.abs(log_mel(graph).numpy() - log_mel(waves).numpy()).reshape(len(chunk), -1).max(1))
             ref = _softmax(keras_forward(waves)[1].numpy().astype(np.float64))
-            got = saved.classify_audio([Path(p).read_bytes() for p in chunk])["probabilities"]
+            got = saved.classify_audio([Path(p).readexport.dir_bytes() for p in chunk])["probabilities"]
             p_saved, p_float, p_dyn = saved(waves)[1], flt(waves)[1], dyn(waves)[1]
             pairs = (("audio signature vs csr.predict", got, ref), ("TFLite float vs SavedModel", p_float, p_saved),
                      ("TFLite dynamic vs SavedModel", p_dyn, p_saved), ("TFLite dynamic vs csr.predict", p_dyn, ref))

@@ -25,11 +25,11 @@ from csr import preflight as P
 from csr.cli import UsageError, run_script, spec_flags
 from csr.errors import UserError
 from csr.jobs import device_slots, visible_gpus
-from csr.spec import FIELDS, RunSpec, SpecError, fields_of
+from csr.spec import FIELDS, RunSpec, SpecError
 
 FLAGS = flags.FLAGS
 # RunSpec fields that apply to every run of a table (the cells fix the rest), as in run_experiment.py.
-OVERRIDES = fields_of("network", "schedule", "regularization", "execution")
+OVERRIDES = E.PROFILE_OVERRIDES
 
 
 def define_flags() -> None:
@@ -118,7 +118,8 @@ def main(argv):
         raise UsageError(str(err)) from None
     import tensorflow as tf
 
-    checks = [report(P.tensorflow_check(visible_gpus()))]
+    gpus = visible_gpus()
+    checks = [report(P.tensorflow_check(gpus))]
     on_gpu = bool(tf.config.list_logical_devices("GPU"))
     checks.append(report(P.weights_check(spec.backbone, spec.weights, P.image_shape(spec))))
     found, profile = data_checks(profile, places)
@@ -126,7 +127,7 @@ def main(argv):
     found, measured, scale = step_checks(spec, on_gpu)
     checks += [report(c) for c in found]
     if measured:
-        slots = device_slots(visible_gpus() if on_gpu else [], FLAGS.jobs, FLAGS.runs_per_gpu)
+        slots = device_slots(gpus if on_gpu else [], FLAGS.jobs, FLAGS.runs_per_gpu)
         devices = len(set(slots))
         note = (f"{len(slots)} run(s) at a time on {devices} {'GPU(s)' if on_gpu else 'CPU'}"
                 + (", runs sharing a device counted at one run's speed" if len(slots) > devices else ""))

@@ -32,13 +32,13 @@ from csr.jobs import device_slots, make_jobs, run_jobs, visible_gpus
 from csr.ray_jobs import cluster_jobs, import_ray, run_jobs_on_ray
 from csr.runio import read_json
 from csr.sources import DataPlaces
-from csr.spec import RunSpec, SpecError, fields_of
+from csr.spec import RunSpec, SpecError
 
 REPO = Path(__file__).resolve().parents[1]
 MAKE_TABLES = REPO / "reproduce" / "make_tables.py"
 CHOICES = E.TABLES + (E.FIGURE,)
 # RunSpec fields a user may set for every run of the tables (the cells fix the rest).
-OVERRIDES = fields_of("network", "schedule", "regularization", "execution")
+OVERRIDES = E.PROFILE_OVERRIDES
 FLAGS = flags.FLAGS
 
 

@@ -18,56 +18,33 @@ import sys
 from absl import flags
 
 from csr.cli import UsageError, run_command
+from csr.config import EXPORT_FORMATS, EXPORT_QUANTIZE
 
 PROG = "csr-export"
-FORMATS = ("saved_model", "tflite")
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("run", None, "A run directory (results/<experiment>/<run-id>/).", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "The export folder to write (replaced only with --overwrite).", flag_values=FLAGS)
-flags.DEFINE_list("format", list(FORMATS), "What to write, comma-separated: saved_model (saved_model/ and "
+flags.DEFINE_list("format", list(EXPORT_FORMATS), "What to write, comma-separated: saved_model (saved_model/ and "
                   "saved_model_audio/), tflite (model.tflite).", flag_values=FLAGS)
-flags.DEFINE_enum("quantize", "none", ["none", "dynamic"],
+flags.DEFINE_enum("quantize", "none", list(EXPORT_QUANTIZE),
                   "dynamic: also write model_dynamic.tflite, dynamic-range quantised (int8 weights).",
                   flag_values=FLAGS)
 flags.DEFINE_bool("overwrite", False, "Replace an existing, non-empty --out folder.", flag_values=FLAGS)
 
 
-def _formats(values) -> tuple[str, ...]:
-    """--format's values, checked, in order, without repeats."""
-    out = []
-    for value in values:
-        for part in str(value).split(","):
-            part = part.strip()
-            if part not in FORMATS:
-                raise UsageError(f"--format: unknown format {part!r}; choose from {', '.join(FORMATS)}")
-            if part not in out:
-                out.append(part)
-    if not out:
-        raise UsageError(f"--format: give at least one of {', '.join(FORMATS)}")
-    return tuple(out)
-
-
 def main(positional) -> int:
     """Writes the export of RUN_DIR's model to EXPORT_DIR and prints what it wrote."""
-    from csr.errors import UserError
-
     if positional:
         raise UsageError(f"unexpected arguments {' '.join(positional)!r} (use --run and --out)")
     if not FLAGS.run:
         raise UsageError("--run=RUN_DIR is required")
     if not FLAGS.out:
         raise UsageError("--out=EXPORT_DIR is required")
-    formats = _formats(FLAGS.format)
-    if FLAGS.quantize != "none" and "tflite" not in formats:
-        raise UsageError(f"--quantize={FLAGS.quantize} applies to the TFLite model; add --format=tflite")
 
-    from csr.export import export_run
+    from csr.export import export_run  # its ExportError, like UsageError, is one line and status 2
 
-    try:
-        result = export_run(FLAGS.run, FLAGS.out, formats=formats, quantize=FLAGS.quantize,
-                            overwrite=FLAGS.overwrite)
-    except UserError as err:
-        raise UsageError(str(err)) from None
+    result = export_run(FLAGS.run, FLAGS.out, formats=[f for f in FLAGS.format if f], quantize=FLAGS.quantize,
+                        overwrite=FLAGS.overwrite)
     meta = result.metadata
     print(f"{PROG}: wrote {result.out_dir} ({meta['num_classes']} classes, {meta['sample_rate']} Hz, "
           f"{meta['clip_samples']} samples per clip, {meta['embedding_dim']}-d embedding)")

@@ -52,8 +52,7 @@ def main(files) -> int:
             print(f"{PROG}: error: {result.error}", file=sys.stderr)
     sys.stdout.flush()
     if FLAGS.embed:
-        side = write_embeddings(FLAGS.embed, results,
-                                getattr(model, "embedding_dim", None) or model.backbone.output_shape[-1])
+        side = write_embeddings(FLAGS.embed, results, model.embedding_dim)
         print(f"{PROG}: wrote {FLAGS.embed} and {side}", file=sys.stderr)
     failed = sum(not r.ok for r in results)
     if failed:
