@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
+from csr import config as C
 from csr.cli import run_script
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("backbone", "small", ["small", "resnet50v2"], "Backbone (random weights).")
+flags.DEFINE_enum("backbone", "small", list(C.BACKBONES), "Backbone (random weights).")
 flags.DEFINE_integer("threads", 2, "CPU threads for TensorFlow (intra-op) and the TFLite interpreter.")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds; each times every variant --calls times.")
 flags.DEFINE_integer("calls", 4, "Timed calls per variant and round (after one untimed warm-up).")
@@ -55,7 +56,7 @@ def _ogg_clip(folder: Path, sample_rate=44100, seconds=5.0) -> bytes:
     t = np.arange(int(sample_rate * seconds)) / sample_rate
     x = 0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t) + 0.05 * rng.standard_normal(len(t))
     sf.write(folder / "clip.ogg", x.astype(np.float32), sample_rate, format="OGG", subtype="VORBIS")
-    return (folder / "clip.ogg").readexport.dir_bytes()
+    return (folder / "clip.ogg").read_bytes()
 
 
 def main(argv):
@@ -65,7 +66,6 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     from csr import audio_graph, export
-    from csr import config as C
     from csr.features import LogMelSpectrogram
     from csr.model import build_model
     from csr.predict import _forward, _softmax, load_windows
@@ -136,12 +136,12 @@ def main(argv):
         for i in range(0, len(paths), 16):
             chunk = paths[i:i + 16]
             waves = np.concatenate([load_windows(p, C.SAMPLE_RATE, clip) for p in chunk])
-            graph = np.concatenate([to_clip(Path(p).readexport.dir_bytes()).numpy() for p in chunk])
+            graph = np.concatenate([to_clip(Path(p).read_bytes()).numpy() for p in chunk])
             d = graph - waves
             wave_rel += list(np.sqrt(np.mean(d ** 2, 1)) / np.maximum(np.sqrt(np.mean(waves ** 2, 1)), 1e-12))
             mel_db += list(np.abs(log_mel(graph).numpy() - log_mel(waves).numpy()).reshape(len(chunk), -1).max(1))
             ref = _softmax(keras_forward(waves)[1].numpy().astype(np.float64))
-            got = saved.classify_audio([Path(p).readexport.dir_bytes() for p in chunk])["probabilities"]
+            got = saved.classify_audio([Path(p).read_bytes() for p in chunk])["probabilities"]
             p_saved, p_float, p_dyn = saved(waves)[1], flt(waves)[1], dyn(waves)[1]
             pairs = (("audio signature vs csr.predict", got, ref), ("TFLite float vs SavedModel", p_float, p_saved),
                      ("TFLite dynamic vs SavedModel", p_dyn, p_saved), ("TFLite dynamic vs csr.predict", p_dyn, ref))
