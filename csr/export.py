@@ -357,8 +357,11 @@ def export_model(model, class_names, out_dir, *, formats=FORMATS, quantize="none
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = build_metadata(model, names, formats, quantize, source, run_config, run_result)
     linked = False
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # Staged beside out_dir under fixed names, as csr.download stages an archive: a leftover of a
+    # killed export is removed by the next one, not left to accumulate.
+    tmp, trash = out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.old")
+    for leftover in (tmp, trash):
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp.mkdir()
     try:
         atomic_write_json(tmp / METADATA, meta)
@@ -376,7 +379,6 @@ def export_model(model, class_names, out_dir, *, formats=FORMATS, quantize="none
                     with atomic_write(tmp / name, "wb") as fh:
                         fh.write(tflite_model(model, mode))
         if out.exists():
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, trash)
             os.replace(tmp, out)
             shutil.rmtree(trash, ignore_errors=True)

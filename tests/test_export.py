@@ -114,6 +114,16 @@ def test_cli_writes_every_file_and_metadata(tiny):
     assert not list(out.parent.glob(".export.*"))  # no temporary folder left behind
 
 
+def test_a_killed_exports_leftovers_are_removed_by_the_next(tiny, tmp_path):
+    out = tmp_path / "mine"
+    (tmp_path / ".mine.partial" / "saved_model").mkdir(parents=True)  # staging of an export killed mid-way
+    (tmp_path / ".mine.old").mkdir()  # killed between moving the old export aside and removing it
+    export.export_model(tiny["model"], NAMES, out, formats=("tflite",))
+    assert (out / "model.tflite").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    export.export_model(tiny["model"], NAMES, out, formats=("tflite",), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
 def test_waveform_signature_equals_keras_model_and_predict(tiny, tmp_path):
     model, saved = tiny["model"], tiny["saved"]
     waves = np.random.default_rng(1).standard_normal((5, N)).astype(np.float32)
