@@ -22,6 +22,7 @@ created in its scope and fit splits each global batch over the replicas), `mixed
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -77,8 +78,12 @@ def summarize(test_accuracy: list[float], last_k: int = 20, final_phase: list[fl
     return {"best": max(acc), "last": float(np.mean(final[-last_k:])), "epochs": len(final)}
 
 
-def run(spec: RunSpec, data: RunData, run_dir, *, verbose: int = 2, stop_after_epoch: int | None = None) -> dict:
+def run(spec: RunSpec, data: RunData, run_dir, *, verbose: int = 2, stop_after_epoch: int | None = None,
+        echo=None) -> dict:
     """Train one run into run_dir (resuming from its checkpoint) and return result.json's content.
+
+    With `verbose`, each epoch's line (epoch_line) goes to `echo` (default: stdout, flushed, so a log
+    file or a pipe sees each epoch as it ends).
 
     `stop_after_epoch` ends the process's work after that global epoch, as a kill would (tests use
     it to check that resuming gives the same result).
@@ -94,7 +99,7 @@ def run(spec: RunSpec, data: RunData, run_dir, *, verbose: int = 2, stop_after_e
     with strategy.scope():  # variables (model, optimizer, metrics) mirrored on every replica
         model = build_model_for(spec, config.num_classes)
     _claim(run_dir, config, data.class_names)  # only once the run can start: nothing blocks a fixed command
-    trainer = _Trainer(spec, data, model, strategy, run_dir, verbose)
+    trainer = _Trainer(spec, data, model, strategy, run_dir, verbose, echo)
     first_epoch = 0
     for phase in spec.phases():
         if not trainer.train_phase(phase, first_epoch, stop_after_epoch):
@@ -191,12 +196,13 @@ def compile_for(model, phase: Phase, jit_compile: bool):
 class _Trainer:
     """The epochs of one run: resumed from the checkpoint, one phase at a time."""
 
-    def __init__(self, spec: RunSpec, data: RunData, model, strategy, run_dir: Path, verbose: int):
+    def __init__(self, spec: RunSpec, data: RunData, model, strategy, run_dir: Path, verbose: int, echo):
         import keras
 
         from csr import pipeline
 
         self.spec, self.data, self.model, self.strategy, self.verbose = spec, data, model, strategy, verbose
+        self.echo = echo or functools.partial(print, flush=True)
         self.run_dir = run_dir
         self.checkpoints = Checkpoints(run_dir)
         self.resume_from = self.checkpoints.latest(remove_damaged=True)  # warns about a damaged one
@@ -244,7 +250,7 @@ class _Trainer:
                "seconds": round(time.time() - start, 3)}
         self.rows.append(row)
         if self.verbose:
-            print(epoch_line(row, phase, local, self.spec), flush=True)
+            self.echo(epoch_line(row, phase, local, self.spec))
         _write_history(self.history_path, self.rows)
         self.resume_from = Saved(epoch, self.checkpoints.save(self.model, optimizer, epoch))
         self.done = epoch + 1
