@@ -324,7 +324,7 @@ def _check_out_dir(out_dir, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out}: folder exists and is not empty (pass overwrite / --overwrite to replace it)")
+        raise ExportError(f"{out}: folder exists and is not empty (pass --overwrite to replace it)")
     return out
 
 
@@ -409,6 +409,9 @@ def export_run(run_dir, out_dir, *, formats=FORMATS, quantize="none", overwrite=
     from csr.predict import PredictError, load_run
 
     run_dir = Path(run_dir)
+    if is_export_dir(run_dir):
+        raise ExportError(f"{run_dir} is a csr-export folder, not a run; pass the run folder it was exported "
+                          "from (its metadata.json names it under source.run_dir)")
     check_options(formats, quantize)  # these two before the minutes a large model takes to load
     _check_out_dir(out_dir, overwrite)
     try:

@@ -57,12 +57,40 @@ def prepare_tables(spec: RunSpec, roots: sources.DataRoots):
 
     table = sources.target_table(spec.target, roots)
     unlabeled = None if spec.method == "no_unlabeled" else sources.unlabeled_table(spec.unlabeled, roots)
+    if unlabeled is not None:
+        _refuse_shared_clips(spec, table, unlabeled)
     train, test = datasets.split_fold(table, spec.fold)
     if spec.fraction < 1:
         train = datasets.label_fraction(train, spec.fraction, seed=spec.seed)
     for warning in datasets.split_warnings(train, test, fold=spec.fold):
         log.warning("%s", warning)
     return table, train, test, unlabeled
+
+
+def _refuse_shared_clips(spec: RunSpec, table, unlabeled) -> None:
+    """An unlabeled folder that holds clips of the labeled set (its test folds included) would let the
+    contrastive term see the test clips: refused like --target=us8k --unlabeled=us8k (csr.spec)."""
+    labeled = {os.path.realpath(p) for p in table["path"]}
+    shared = sorted(p for p in map(os.path.realpath, unlabeled["path"]) if p in labeled)
+    if shared:
+        raise UserError(f"--unlabeled={spec.unlabeled} holds {len(shared)} clip(s) of --target={spec.target} "
+                        f"(e.g. {shared[0]}), test folds included; point --unlabeled at recordings outside the "
+                        "labeled set")
+
+
+def check_runs(specs, places: sources.DataPlaces) -> None:
+    """What every run checks at its start, once per distinct value, before a table's runs start: its data
+    tables (and that the unlabeled data shares no clip with them) and its backbone weights. A mistake
+    that all runs share is then one error, not every run failing in turn."""
+    from csr.model import check_weights
+
+    roots = places.roots()
+    for spec in {(s.target, s.unlabeled, s.method): s for s in specs}.values():
+        table = sources.target_table(spec.target, roots)
+        if spec.method != "no_unlabeled" and spec.unlabeled != "none":
+            _refuse_shared_clips(spec, table, sources.unlabeled_table(spec.unlabeled, roots))
+    for backbone, weights in {(s.backbone, s.backbone_weights) for s in specs}:
+        check_weights(backbone, weights)
 
 
 def table_identity(table) -> dict:

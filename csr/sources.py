@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from csr.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ class DataPlaces:
         return dataclasses.asdict(self)
 
 
+
+class SourceError(UserError, ValueError):
+    """A --target or --unlabeled value that names no data set, CSV or folder."""
+
+
 def target_table(target: str, roots: DataRoots):
     """The labeled dataset: a named one, or a user CSV of path,label[,fold]."""
     from csr import datasets
@@ -72,7 +80,7 @@ def target_table(target: str, roots: DataRoots):
         return datasets.urbansound8k(roots.us8k)
     if Path(target).suffix.lower() == ".csv":
         return datasets.from_csv(target)
-    raise ValueError(f"unknown --target {target!r}: use esc10, esc50, us8k or a CSV of path,label[,fold]")
+    raise SourceError(f"--target={target}: not esc10, esc50, us8k or a .csv file of path,label[,fold]")
 
 
 def unlabeled_table(unlabeled: str, roots: DataRoots):
@@ -87,7 +95,10 @@ def unlabeled_table(unlabeled: str, roots: DataRoots):
         return datasets.urbansound8k(roots.us8k)
     if Path(unlabeled).is_dir():
         return datasets.unlabeled_folder(unlabeled)
-    raise ValueError(f"unknown --unlabeled {unlabeled!r}: use esc40, esc50, us8k, none or a folder of audio")
+    what = ("is a file, not a folder" if Path(unlabeled).is_file() else
+            "no such folder" if os.sep in unlabeled or Path(unlabeled).suffix else
+            "not esc40, esc50, us8k or none")
+    raise SourceError(f"--unlabeled={unlabeled}: {what}; pass esc40, esc50, us8k, none or a folder of audio files")
 
 
 def needed_datasets(target: str, unlabeled: str) -> set[str]:

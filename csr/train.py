@@ -315,7 +315,9 @@ def _read_history(path: Path) -> list[dict]:
 
     if not path.exists():
         return []
-    return pd.read_csv(path).to_dict("records")
+    # round_trip: the value written is the value read back, so a resumed run's result.json and
+    # history.csv equal an uninterrupted run's to the last digit (the default parser is off by 1 ulp).
+    return pd.read_csv(path, float_precision="round_trip").to_dict("records")
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

@@ -31,6 +31,7 @@ from csr.cli import UsageError, run_script, spec_flags
 from csr.jobs import device_slots, make_jobs, run_jobs, visible_gpus
 from csr.ray_jobs import cluster_jobs, import_ray, run_jobs_on_ray
 from csr.runio import read_json
+from csr.runner import check_runs
 from csr.sources import DataPlaces
 from csr.spec import RunSpec, SpecError
 
@@ -111,6 +112,9 @@ def main(argv):
         import_ray()  # before any download or plan: without Ray, say how to install it
     try:
         seeds = [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        raise UsageError(f"--seeds={','.join(FLAGS.seeds)}: give whole numbers, e.g. --seeds=0,1,2") from None
+    try:
         profile = E.get_profile(FLAGS.profile, FLAGS.max_folds, seeds)
         profile = profile.with_overrides(**spec_flags.spec_values(OVERRIDES, given_only=True))
     except (SpecError, ValueError) as err:
@@ -129,6 +133,7 @@ def main(argv):
     specs, missing = plan(FLAGS.table, profile, root)
     if not FLAGS.dry_run:
         missing = _check_finished(specs, missing, places, root)
+        check_runs(missing, places)
     print(f"{', '.join(FLAGS.table)} ({profile.name}): {len(specs)} runs, "
           f"{len(specs) - len(missing)} finished, {len(missing)} to run, under {root}")
     for note in profile.notes:

@@ -400,12 +400,13 @@ def test_cli_user_errors_are_one_line(tiny, tmp_path, capsys):
         ["--run", str(tiny["run"]), "--out", str(tmp_path / "o3"), "--format=onnx"],
         ["--run", str(tiny["run"]), "--out", str(tmp_path / "o4"), "--format=saved_model", "--quantize=dynamic"],
         ["--run", str(tiny["run"]), "--out", str(tmp_path / "o5"), "--quantize=int4"],
+        ["--run", str(tiny["out"]), "--out", str(tmp_path / "o6")],  # an export, not a run
     ]
     for argv in cases:
         assert cli.run(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("csr-export: error: "), (argv, err)
-    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))
 
 
 def test_csr_predict_accepts_an_export_folder(tiny, tmp_path):

@@ -330,6 +330,9 @@ def test_user_mistakes_are_one_line_and_exit_status_2(tmp_path, data):
         "malformed CSV": ([f"--target={bad_csv}"], "bad.csv"),
         "empty unlabeled folder": ([f"--unlabeled={tmp_path / 'empty'}"], "empty"),
         "bad flag value": (["--temperature=abc"], "temperature"),
+        "unknown target": (["--target=esc99"], "--target=esc99: not esc10, esc50, us8k or a .csv"),
+        "missing unlabeled folder": ([f"--unlabeled={tmp_path / 'nowhere'}"], "no such folder"),
+        "unlabeled holds the labeled clips": ([f"--unlabeled={csv.parent / 'audio'}"], "clip(s) of --target="),
     }
     for name, (extra, needle) in cases.items():
         done = run_fold(*base, *extra, cwd=tmp_path)
@@ -339,6 +342,32 @@ def test_user_mistakes_are_one_line_and_exit_status_2(tmp_path, data):
         assert len(errors) == 1 and needle in lines[errors[0]], (name, lines)
         assert all(ln.startswith("  ") for ln in lines[errors[0] + 1:]), (name, lines)  # only the list of rows
         assert "Traceback" not in done.stderr, name
+
+
+def test_a_table_checks_what_its_runs_share_before_any_starts(tmp_path, data):
+    """Before: run_experiment started every run, and each failed in turn on the same missing file."""
+    from csr.model import WeightsError
+    from csr.runner import check_runs
+
+    csv, pile = data
+    good = spec_for(csv, pile)
+    check_runs([good, good.replace(seed=1)], places(tmp_path))
+    with pytest.raises(WeightsError, match="nowhere.weights.h5' does not exist"):
+        check_runs([good, good.replace(weights=str(tmp_path / "nowhere.weights.h5"))], places(tmp_path))
+    with pytest.raises(UserError, match="holds 12 clip"):
+        check_runs([good.replace(unlabeled=str(csv.parent / "audio"))], places(tmp_path))
+
+
+def test_a_resumed_history_reads_back_every_digit(tmp_path):
+    """Before: pandas' default float parser read 0.10000000149011612 back as 0.1000000014901161, so a
+    resumed run's result.json differed from an uninterrupted one's in the last digit."""
+    from csr.train import HISTORY_COLUMNS, _read_history, _write_history
+
+    row = {k: 0 for k in HISTORY_COLUMNS}
+    row.update(phase="joint", loss=1.8456249237060547, test_accuracy=0.10000000149011612)
+    _write_history(tmp_path / "history.csv", [row])
+    (back,) = _read_history(tmp_path / "history.csv")
+    assert back["loss"] == row["loss"] and back["test_accuracy"] == row["test_accuracy"]
 
 
 # --------------------------------------------------------------------------- data edge cases in a run

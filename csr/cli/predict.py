@@ -2,8 +2,8 @@
 
     csr-predict --run RUN_DIR FILE... [--top_k 3] [--windows] [--embed OUT.npy] [--batch 16]
 
-Exit status: 0 when every file was classified, 1 when any file failed (each named on stderr, the
-others still classified), 2 when the run cannot be used.
+Exit status: 0 when every file was classified, 1 when some failed (each named on stderr, the
+others still classified), 2 when none could be classified or the run cannot be used.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(files) -> int:
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"{PROG}: {failed} of {len(results)} files failed", file=sys.stderr)
-    return 1 if failed else 0
+    return 0 if not failed else 2 if failed == len(results) else 1  # 2: nothing could be classified
 
 
 main.positional = "FILE..."
